@@ -1,0 +1,3 @@
+"""Classic algorithms with exact O(n) kernels (numba).
+
+Algorithm modules here are pure: no file I/O, printing, plotting or CLI."""

@@ -1,0 +1,304 @@
+"""The ``deepnotes`` command: list, show, run, tour, bench, publish, site.
+
+Start-up stays light: this module imports only the standard library at the top; each command
+imports what it needs (``deepnotes list`` never imports torch, numba or matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+PAGE_SIZE = 12
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+# --- list / show -------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    from deepnotes.core.posts import load_posts
+
+    posts = load_posts()
+    if args.tag:
+        posts = [p for p in posts if args.tag in p.tags]
+        if not posts:
+            raise CliError(f"no post has the tag {args.tag!r}")
+    pages = max(1, math.ceil(len(posts) / PAGE_SIZE))
+    if not 1 <= args.page <= pages:
+        raise CliError(f"page {args.page} does not exist; there are {pages} page(s)")
+    shown = posts[(args.page - 1) * PAGE_SIZE: args.page * PAGE_SIZE]
+    title = "LATEST UPDATES" + (f" · tag {args.tag}" if args.tag else "")
+    print(f"{title} · page {args.page} of {pages} · {len(posts)} post(s)\n")
+    for post in shown:
+        print(f"{post.date.isoformat()}  {post.slug}  [{', '.join(post.tags)}]")
+        print(f"    {post.title}")
+        print(f"    {post.summary}\n")
+    if args.page < pages:
+        print(f"next: deepnotes list --page {args.page + 1}" + (f" --tag {args.tag}" if args.tag else ""))
+    return 0
+
+
+def _metrics_table(meta: dict) -> str:
+    rows = [[k, _fmt(v)] for k, v in sorted(meta.get("metrics", {}).items())]
+    return _table(rows, ["metric", "value"]) if rows else "(no metrics)"
+
+
+def cmd_show(args) -> int:
+    from deepnotes.core.posts import parse_post
+    from deepnotes.core.paths import POSTS_DIR
+    from deepnotes.core.registry import check_slug
+    from deepnotes.core.results import find_latest_run, read_metrics
+
+    slug = check_slug(args.slug)
+    post = parse_post(POSTS_DIR / f"{slug}.md")
+    print(f"{post.title}\n{post.date.isoformat()} · {', '.join(post.tags)}\n")
+    print(post.body.replace("<!-- more -->\n", "").strip() + "\n")
+    run_dir = find_latest_run(slug)
+    if run_dir is None:
+        print(f"No run yet: deepnotes run {slug}")
+        return 0
+    meta = read_metrics(run_dir)
+    print(f"Latest metrics ({meta.get('preset')} run {meta.get('run_id')}, {run_dir}):")
+    print(_metrics_table(meta))
+    return 0
+
+
+# --- run / tour --------------------------------------------------------------------------------
+def _build_config(module, args):
+    import dataclasses
+
+    from deepnotes.core.config import apply_overrides
+
+    if args.preset not in module.PRESETS:
+        raise CliError(f"unknown preset {args.preset!r}; expected one of {', '.join(module.PRESETS)}")
+    config = module.PRESETS[args.preset]
+    changes = {}
+    if args.seed is not None:
+        if args.seed < 0:
+            raise CliError("--seed must be non-negative")
+        changes["seed"] = args.seed
+    if getattr(args, "device", None):
+        changes["device"] = args.device
+    if getattr(args, "out", None):
+        changes["out"] = str(args.out)
+    config = dataclasses.replace(config, **changes)
+    try:
+        return apply_overrides(config, getattr(args, "set", None) or [])
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _print_config(module, config) -> None:
+    from deepnotes.core.config import describe
+
+    rows = [[name, tp, _fmt(value), doc] for name, tp, value, doc in describe(config)]
+    print(f"{module.__name__}.Config (preset {config.preset}); change with --set key=value\n")
+    print(_table(rows, ["field", "type", "value", "meaning"]))
+
+
+def cmd_run(args) -> int:
+    from deepnotes.core.registry import load_experiment
+
+    module = load_experiment(args.slug)
+    config = _build_config(module, args)
+    if args.show_config:
+        _print_config(module, config)
+        return 0
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise CliError(f"unknown device {config.device!r}: expected auto, cpu, cuda or cuda:N")
+    result = module.run(config)
+    print(f"\n{args.slug}: {result.status} in {result.wall_time_s:.1f} s -> {result.run_dir}")
+    if result.headline:
+        peer = f" (peer {result.peer}: {_fmt(result.peer_value)})" if result.peer else ""
+        print(f"headline {result.headline}: {_fmt(result.headline_value)}{peer}")
+    return 0
+
+
+def cmd_tour(args) -> int:
+    import traceback
+
+    from deepnotes.core.registry import load_experiment, topic_slugs
+
+    slugs = args.only or topic_slugs()
+    rows, failed = [], []
+    for slug in slugs:
+        print(f"\n=== {slug} ({args.preset}) ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            module = load_experiment(slug)
+            config = _build_config(module, argparse.Namespace(preset=args.preset, seed=args.seed,
+                                                              out=args.out, set=[]))
+            result = module.run(config)
+            peer = _fmt(result.peer_value) if result.peer else "—"
+            rows.append([slug, result.headline or "—", _fmt(result.headline_value), peer,
+                         f"{result.wall_time_s:.1f}", "ok"])
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failing topic must not stop the tour
+            traceback.print_exc()
+            failed.append(slug)
+            rows.append([slug, "—", "—", "—", f"{time.perf_counter() - t0:.1f}",
+                         f"FAILED: {type(exc).__name__}: {exc}"[:80]])
+    print("\n" + _table(rows, ["topic", "headline metric", "value", "peer", "wall s", "status"]))
+    if failed:
+        print(f"\n{len(failed)} topic(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- bench / publish / site --------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    import importlib.util
+    import json
+    import shlex
+
+    from deepnotes.core.bench import record
+    from deepnotes.core.paths import benchmarks_dir
+
+    name = args.name.replace("-", "_").removesuffix(".py")
+    path = benchmarks_dir() / f"{name}.py"
+    if not path.is_file():
+        import difflib
+
+        known = sorted(p.stem for p in benchmarks_dir().glob("*.py") if not p.stem.startswith("_"))
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else f"benchmarks: {', '.join(known) or 'none'}"
+        raise CliError(f"unknown benchmark {args.name!r} (looked for {path}); {hint}")
+    spec = importlib.util.spec_from_file_location(f"deepnotes_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = module.run(quick=args.quick)
+    command = "deepnotes bench " + shlex.quote(args.name) + (" --quick" if args.quick else "")
+    out = record(name, figures, command, args.out)
+    print(json.dumps(figures, indent=2, default=str))
+    print(f"recorded {out}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from deepnotes.core.registry import check_slug
+    from deepnotes.core.results import publish
+
+    try:
+        dest = publish(check_slug(args.slug), args.run)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"published {args.slug} -> {dest}")
+    return 0
+
+
+def cmd_site(args) -> int:
+    from deepnotes.core.paths import repo_root
+
+    out = Path(args.out) if args.out else repo_root() / "site"
+    if args.action == "build":
+        from deepnotes.site.build import build_site
+
+        t0 = time.perf_counter()
+        index = build_site(out)
+        print(f"site built in {time.perf_counter() - t0:.1f} s: {index}")
+        return 0
+    from deepnotes.site.build import serve_site
+
+    if not (out / "index.html").is_file():
+        raise CliError(f"no site at {out}; run `deepnotes site build` first")
+    serve_site(out, port=args.port)
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepnotes", description="An ML notebook where every post is backed by code that runs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="the feed, newest first, 12 a page")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--tag", default=None, help="only posts with this tag")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a post's text and its latest metrics")
+    p.add_argument("slug")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="run a topic's experiment")
+    p.add_argument("slug")
+    p.add_argument("--preset", default="quick", help="smoke | quick | full (default quick)")
+    p.add_argument("--seed", type=int, default=None, help="default: the preset's seed")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
+    p.add_argument("--out", type=Path, default=None, help="root of run directories (default runs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable); see --show-config")
+    p.add_argument("--show-config", action="store_true", help="print the config fields and exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tour", help="run every topic in turn, then print a summary table")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", nargs="+", default=None, metavar="SLUG", help="a subset of topics")
+    p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("bench", help="run a peer comparison from benchmarks/ and record its figures")
+    p.add_argument("name")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("publish", help="copy a topic's newest full run to results/<slug>/")
+    p.add_argument("slug")
+    p.add_argument("--run", type=Path, default=None, help="a specific run directory")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("site", help="build or serve the feed site")
+    p.add_argument("action", choices=["build", "serve"])
+    p.add_argument("--out", type=Path, default=None, help="site folder (default site/)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_site)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from deepnotes.core.registry import UnknownTopicError
+
+    try:
+        return args.func(args)
+    except (CliError, UnknownTopicError) as exc:
+        print(f"deepnotes: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ndeepnotes: interrupted; what was written is kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        print(f"deepnotes: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

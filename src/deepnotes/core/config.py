@@ -1,0 +1,136 @@
+"""Experiment configs are dataclasses; this module turns them into CLI help and parses overrides.
+
+Each field carries an attribute docstring (a string literal on the line after it), read here with
+``ast`` so the help text lives next to the field it describes, with no duplication.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from typing import Any
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field name: attribute docstring}`` for a dataclass and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def type_name(tp: Any) -> str:
+    """Readable name of a type hint, for error messages (``tuple[int, ...]``, ``float``)."""
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
+
+
+def parse_value(text: str, tp: Any) -> Any:
+    """Parse ``text`` as a value of type ``tp`` (bool, int, float, str, tuples/lists, Optional,
+    Literal). Raise ``ValueError`` when it does not fit."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return parse_value(text, arg)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is typing.Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(str, args))}")
+    if origin in (tuple, list):
+        items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(items) != len(args):
+                raise ValueError(f"expected {len(args)} comma-separated values")
+            return tuple(parse_value(t.strip(), a) for t, a in zip(items, args, strict=True))
+        elem = args[0] if args else str
+        values = [parse_value(t.strip(), elem) for t in items]
+        return tuple(values) if origin is tuple else values
+    if tp is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if tp is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            as_float = float(text)  # accept 1e6 when it is integral
+            if as_float.is_integer():
+                return int(as_float)
+            raise ValueError("expected an integer") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if tp is str:
+        return text
+    raise ValueError(f"fields of type {type_name(tp)} cannot be set from the command line")
+
+
+def apply_overrides(config: Any, assignments: list[str]) -> Any:
+    """Return a copy of ``config`` with ``key=value`` assignments applied.
+
+    Raises ``ValueError`` naming the field and its type when a key is unknown or a value does not
+    parse.
+    """
+    types_ = field_types(type(config))
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        if key not in types_:
+            known = ", ".join(f"{k} ({type_name(t)})" for k, t in types_.items())
+            raise ValueError(f"unknown config field {key!r}; fields are: {known}")
+        try:
+            changes[key] = parse_value(raw.strip(), types_[key])
+        except ValueError as exc:
+            raise ValueError(
+                f"bad value {raw!r} for field {key!r} of type {type_name(types_[key])}: {exc}"
+            ) from None
+    return dataclasses.replace(config, **changes)
+
+
+def describe(config: Any) -> list[tuple[str, str, Any, str]]:
+    """Rows ``(name, type, value, help)`` for every field of a config, for ``--help`` listings."""
+    docs = field_docs(type(config))
+    return [
+        (name, type_name(tp), getattr(config, name), docs.get(name, ""))
+        for name, tp in field_types(type(config)).items()
+    ]

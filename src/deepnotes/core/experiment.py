@@ -1,0 +1,264 @@
+"""The experiment contract: a config dataclass, presets, and a run directory per run.
+
+Every topic's ``deepnotes.experiments.<module>`` defines ``Config(ExperimentConfig)``, ``PRESETS``
+(``smoke``, ``quick``, ``full``), ``HEADLINE`` (a metric key), ``PEER`` (the peer's metric key for the
+same quantity, or ``None``) and ``run(config) -> Result``. ``run`` wraps its body in
+:func:`start_run`, which creates ``<out>/<slug>/<run-id>/`` and writes, as the run goes:
+
+- ``config.json``  the config, the environment and the command that reproduces the run;
+- ``metrics.json`` status, wall time, headline keys and the metrics logged so far;
+- ``log.txt``      every ``run.log`` line, and the traceback of a failure;
+- ``*.png``        figures saved with ``run.save_figure``;
+- ``command.txt``  the CLI command that reproduces the run.
+
+A run never overwrites an earlier one. Ctrl-C marks the run ``interrupted`` and keeps what was
+written; an exception marks it ``failed`` and logs the traceback; both are re-raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from deepnotes.core import paths
+from deepnotes.core.config import field_types
+from deepnotes.core.progress import track
+from deepnotes.core.registry import PRESET_NAMES, slug_of
+from deepnotes.core.seeding import seed_everything
+
+T = TypeVar("T")
+
+
+@dataclass
+class ExperimentConfig:
+    """Fields every experiment has; a topic's ``Config`` subclasses it."""
+
+    seed: int = 0
+    """Seed for python, numpy and torch."""
+    device: str = "auto"
+    """Torch device: auto (CUDA when available), cpu, cuda or cuda:N."""
+    out: str | None = None
+    """Root of run directories (default: <repo>/runs); the run goes to <out>/<slug>/<run-id>/."""
+    preset: str = "custom"
+    """Name of the preset this config came from (set by make_presets)."""
+
+
+@dataclass
+class Result:
+    """What ``run(config)`` returns: where the run lives and what it measured."""
+
+    slug: str
+    run_dir: Path
+    metrics: dict[str, float]
+    figures: list[Path]
+    status: str
+    """completed, interrupted or failed."""
+    wall_time_s: float
+    headline: str | None = None
+    peer: str | None = None
+
+    @property
+    def headline_value(self) -> float | None:
+        return self.metrics.get(self.headline) if self.headline else None
+
+    @property
+    def peer_value(self) -> float | None:
+        return self.metrics.get(self.peer) if self.peer else None
+
+
+ConfigT = TypeVar("ConfigT", bound=ExperimentConfig)
+
+
+def make_presets(**presets: ConfigT) -> dict[str, ConfigT]:
+    """Name each preset config (``smoke``, ``quick``, ``full`` are required)."""
+    missing = [p for p in PRESET_NAMES if p not in presets]
+    if missing:
+        raise ValueError(f"presets {', '.join(missing)} are missing")
+    return {name: dataclasses.replace(cfg, preset=name) for name, cfg in presets.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Write atomically, so an interrupted run never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def reproduce_command(slug: str, config: ExperimentConfig, presets: dict | None) -> str:
+    """The ``deepnotes run`` command that recreates ``config``: its preset plus ``--set`` overrides."""
+    base = (presets or {}).get(config.preset)
+    parts = ["deepnotes", "run", slug]
+    if base is not None:
+        parts += ["--preset", config.preset]
+    parts += ["--seed", str(config.seed)]
+    for name in field_types(type(config)):
+        if name in ("seed", "preset", "out"):
+            continue
+        value = getattr(config, name)
+        if base is not None and getattr(base, name) == value:
+            continue
+        if name == "device":
+            parts += ["--device", str(value)]
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+        parts += ["--set", f"{name}={text}"]
+    return " ".join(parts)
+
+
+class Run:
+    """A live run: its directory, seeded generator, device, logger, metrics and figures."""
+
+    def __init__(self, slug: str, config: ExperimentConfig, module: Any | None = None):
+        self.slug = slug
+        self.config = config
+        self.headline = getattr(module, "HEADLINE", None)
+        self.peer = getattr(module, "PEER", None)
+        root = Path(config.out) if config.out else paths.runs_dir()
+        self.run_dir = self._new_run_dir(root / slug, config)
+        self.metrics: dict[str, float] = {}
+        self.figures: list[Path] = []
+        self.status = "running"
+        self.started_at = _dt.datetime.now().astimezone()
+        self._t0 = time.perf_counter()
+        self._log = open(self.run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
+        self.rng = seed_everything(config.seed)
+        self._device = None
+        command = reproduce_command(slug, config, getattr(module, "PRESETS", None))
+        (self.run_dir / "command.txt").write_text(command + "\n", encoding="utf-8")
+        from deepnotes.core.bench import machine_info
+
+        _write_json(self.run_dir / "config.json", {
+            "slug": slug, "config": config, "command": command, "environment": machine_info(),
+        })
+        self._write_metrics()
+
+    @staticmethod
+    def _new_run_dir(topic_dir: Path, config: ExperimentConfig) -> Path:
+        topic_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-{config.preset}-s{config.seed}"
+        for attempt in range(1000):
+            candidate = topic_dir / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                candidate.mkdir()  # atomic: never reuse (and so never overwrite) a run directory
+                return candidate
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a new run directory under {topic_dir}")
+
+    @property
+    def device(self):
+        """``torch.device`` chosen from ``config.device`` (imports torch on first use)."""
+        if self._device is None:
+            from deepnotes.core.device import resolve_device
+
+            self._device = resolve_device(self.config.device)
+        return self._device
+
+    @property
+    def wall_time_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def log(self, message: str) -> None:
+        """Print ``message`` and append it to ``log.txt`` with the elapsed time."""
+        line = f"[{self.wall_time_s:8.2f}s] {message}"
+        print(line, file=sys.stderr, flush=True)
+        self._log.write(line + "\n")
+        self._log.flush()
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Merge ``metrics`` into ``metrics.json`` (written at once, so partial runs keep them)."""
+        for key, value in metrics.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"metric keys must be non-empty strings, got {key!r}")
+            self.metrics[key] = float(value)
+        self._write_metrics()
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save ``fig`` as ``<run_dir>/<name>.png`` and close it."""
+        from deepnotes.core.plotting import save_figure
+
+        if not name or "/" in name or name.endswith(".png"):
+            raise ValueError(f"figure name must be a bare name without extension, got {name!r}")
+        path = self.run_dir / f"{name}.png"
+        save_figure(fig, path)
+        if path not in self.figures:
+            self.figures.append(path)
+        return path
+
+    def track(self, iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+        """Iterate with a progress bar."""
+        return track(iterable, description=description or self.slug, total=total)
+
+    def _write_metrics(self) -> None:
+        _write_json(self.run_dir / "metrics.json", {
+            "slug": self.slug,
+            "run_id": self.run_dir.name,
+            "preset": self.config.preset,
+            "seed": self.config.seed,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "wall_time_s": round(self.wall_time_s, 3),
+            "headline": self.headline,
+            "peer": self.peer,
+            "metrics": self.metrics,
+            "figures": [p.name for p in self.figures],
+        })
+
+    def close(self, status: str) -> None:
+        self.status = status
+        self._write_metrics()
+        self.log(f"{status} in {self.wall_time_s:.1f} s -> {self.run_dir}")
+        self._log.close()
+
+    @property
+    def result(self) -> Result:
+        return Result(self.slug, self.run_dir, dict(self.metrics), list(self.figures), self.status,
+                      self.wall_time_s, self.headline, self.peer)
+
+
+@contextlib.contextmanager
+def start_run(module_name: str, config: ExperimentConfig) -> Iterator[Run]:
+    """Open a run for the experiment module ``module_name`` (pass ``__name__``)."""
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    slug = slug_of(module_name)
+    run = Run(slug, config, sys.modules.get(module_name))
+    run.log(f"{slug}: preset={config.preset} seed={config.seed} -> {run.run_dir}")
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.close("interrupted")
+        raise
+    except BaseException:
+        run._log.write(traceback.format_exc())
+        run.close("failed")
+        raise
+    else:
+        run.close("completed")

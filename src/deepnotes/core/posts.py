@@ -1,0 +1,95 @@
+"""Posts: Markdown files with YAML front matter, shipped as package data in ``deepnotes/posts``.
+
+Front matter fields: ``title``, ``date`` (YYYY-MM-DD), ``tags`` (list), ``summary`` (the feed
+excerpt), ``papers`` (list of ``{title, authors, year, url}``). The slug is the file name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepnotes.core.paths import POSTS_DIR
+
+REQUIRED_FIELDS = ("title", "date", "tags", "summary")
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Post:
+    """One post of the notebook."""
+
+    slug: str
+    title: str
+    date: _dt.date
+    tags: list[str]
+    summary: str
+    body: str
+    """Markdown after the front matter."""
+    path: Path
+    papers: list[dict] = field(default_factory=list)
+
+
+def parse_post(path: Path) -> Post:
+    """Read one post; raise ``ValueError`` naming the file and the missing or malformed field."""
+    import yaml
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        raise ValueError(f"{path}: no front matter (the file must start with a '---' YAML block)")
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError for dates like 2026-13-40
+        raise ValueError(f"{path}: front matter does not parse: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: front matter must be a mapping")
+    missing = [f for f in REQUIRED_FIELDS if f not in meta]
+    if missing:
+        raise ValueError(f"{path}: front matter lacks {', '.join(missing)}")
+    date = meta["date"]
+    if isinstance(date, str):
+        try:
+            date = _dt.date.fromisoformat(date)
+        except ValueError as exc:
+            raise ValueError(f"{path}: date {date!r} is not YYYY-MM-DD") from exc
+    if isinstance(date, _dt.datetime):
+        date = date.date()
+    if not isinstance(date, _dt.date):
+        raise ValueError(f"{path}: date must be YYYY-MM-DD, got {date!r}")
+    tags = meta["tags"]
+    if isinstance(tags, str):
+        tags = [tags]
+    papers = meta.get("papers") or []
+    if not isinstance(papers, list):
+        raise ValueError(f"{path}: papers must be a list")
+    return Post(
+        slug=path.stem,
+        title=str(meta["title"]),
+        date=date,
+        tags=[str(t) for t in tags],
+        summary=str(meta["summary"]).strip(),
+        body=text[match.end():],
+        path=path,
+        papers=papers,
+    )
+
+
+def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = True) -> list[Post]:
+    """All posts, newest first (ties broken by slug for a stable order)."""
+    dirs = ([POSTS_DIR] if include_package else []) + [Path(d) for d in (extra_dirs or [])]
+    posts = [parse_post(p) for d in dirs for p in sorted(Path(d).glob("*.md"))]
+    seen: dict[str, Path] = {}
+    for post in posts:
+        if post.slug in seen:
+            raise ValueError(f"two posts share the slug {post.slug!r}: {seen[post.slug]} and {post.path}")
+        seen[post.slug] = post.path
+    return sorted(posts, key=lambda p: (-p.date.toordinal(), p.slug))
+
+
+def post_slugs() -> list[str]:
+    """Slugs of the package's posts, sorted."""
+    return sorted(p.stem for p in POSTS_DIR.glob("*.md"))

@@ -1,0 +1,3 @@
+"""Detection and video: metrics and online action detection.
+
+Algorithm modules here are pure: no file I/O, printing, plotting or CLI."""
