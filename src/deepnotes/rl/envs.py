@@ -160,8 +160,10 @@ class GridWorld:
         return next_state, reward
 
     def _build_model(self) -> tuple[np.ndarray, np.ndarray]:
-        self._next_state, self._reward = self._deterministic_move()  # reused by step()
-        next_state, reward = self._next_state, self._reward
+        # Deterministic tables (S, A): where each intended action lands and what it earns. step()
+        # and JIT-compiled learners sample the executed action (slip) and then look these up.
+        self.next_state_table, self.reward_table = self._deterministic_move()
+        next_state, reward = self.next_state_table, self.reward_table
         S, A = next_state.shape
         P = np.zeros((S, A, S))
         np.add.at(P, (np.arange(S)[:, None], np.arange(A)[None, :], next_state), 1.0)
@@ -196,8 +198,8 @@ class GridWorld:
         if self.slip > 0 and self._rng.random() < self.slip:
             executed = int(self._rng.integers(N_ACTIONS))
         s = self.state
-        self.state = int(self._next_state[s, executed])
-        return self.state, float(self._reward[s, executed]), False, False, {}
+        self.state = int(self.next_state_table[s, executed])
+        return self.state, float(self.reward_table[s, executed]), False, False, {}
 
 
 def textbook_5x5(**overrides) -> GridWorld:
