@@ -28,7 +28,8 @@ def test_list_does_not_import_heavy_modules():
 
 
 def test_python_dash_m_is_the_same_command():
-    out = subprocess.run([sys.executable, "-m", "deepnotes", "list"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "deepnotes", "list"], capture_output=True,
+                         text=True)
     assert out.returncode == 0 and "LATEST UPDATES" in out.stdout
 
 
@@ -87,8 +88,28 @@ def test_run_then_show_then_publish(root, capsys):
     assert (root / "results" / FAST_TOPIC / "metrics.json").is_file()
 
 
-def test_failing_experiment_exits_nonzero(root, capsys):
-    assert cli.main(["run", FAST_TOPIC, "--preset", "smoke", "--device", "cuda:99"]) != 0
+def test_failing_experiment_exits_nonzero_with_its_message(root, capsys, monkeypatch):
+    import types
+
+    from deepnotes.core import registry
+    from deepnotes.core.experiment import ExperimentConfig, make_presets, start_run
+
+    fake = types.ModuleType("deepnotes.experiments.broken_topic")
+    cfg = ExperimentConfig()
+    fake.Config, fake.HEADLINE, fake.PEER = ExperimentConfig, "x", None
+    fake.PRESETS = make_presets(smoke=cfg, quick=cfg, full=cfg)
+
+    def run(config):
+        with start_run(fake.__name__, config):
+            raise RuntimeError("the loss diverged at step 3")
+
+    fake.run = run
+    monkeypatch.setattr(registry, "load_experiment", lambda slug: fake)
+    assert cli.main(["run", "broken-topic", "--preset", "smoke"]) == 1
+    assert "the loss diverged at step 3" in capsys.readouterr().err
+    (run_dir,) = (root / "runs" / "broken-topic").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+    assert "RuntimeError" in (run_dir / "log.txt").read_text()
 
 
 def test_tour_reports_failures_and_goes_on(root, capsys):
