@@ -59,7 +59,8 @@ def cmd_list(args) -> int:
         print(f"    {post.title}")
         print(f"    {post.summary}\n")
     if args.page < pages:
-        print(f"next: deepnotes list --page {args.page + 1}" + (f" --tag {args.tag}" if args.tag else ""))
+        tag = f" --tag {args.tag}" if args.tag else ""
+        print(f"next: deepnotes list --page {args.page + 1}{tag}")
     return 0
 
 
@@ -69,8 +70,8 @@ def _metrics_table(meta: dict) -> str:
 
 
 def cmd_show(args) -> int:
-    from deepnotes.core.posts import parse_post
     from deepnotes.core.paths import POSTS_DIR
+    from deepnotes.core.posts import parse_post
     from deepnotes.core.registry import check_slug
     from deepnotes.core.results import find_latest_run, read_metrics
 
@@ -95,7 +96,8 @@ def _build_config(module, args):
     from deepnotes.core.config import apply_overrides
 
     if args.preset not in module.PRESETS:
-        raise CliError(f"unknown preset {args.preset!r}; expected one of {', '.join(module.PRESETS)}")
+        known = ", ".join(module.PRESETS)
+        raise CliError(f"unknown preset {args.preset!r}; expected one of {known}")
     config = module.PRESETS[args.preset]
     changes = {}
     if args.seed is not None:
@@ -187,7 +189,8 @@ def cmd_bench(args) -> int:
 
         known = sorted(p.stem for p in benchmarks_dir().glob("*.py") if not p.stem.startswith("_"))
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"benchmarks: {', '.join(known) or 'none'}"
+        hint = (f"did you mean {', '.join(close)}?" if close
+                else f"benchmarks: {', '.join(known) or 'none'}")
         raise CliError(f"unknown benchmark {args.name!r} (looked for {path}); {hint}")
     spec = importlib.util.spec_from_file_location(f"deepnotes_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
@@ -234,7 +237,8 @@ def cmd_site(args) -> int:
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deepnotes", description="An ML notebook where every post is backed by code that runs.")
+        prog="deepnotes",
+        description="An ML notebook where every post is backed by code that runs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="the feed, newest first, 12 a page")
@@ -264,10 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="SLUG", help="a subset of topics")
     p.set_defaults(func=cmd_tour)
 
-    p = sub.add_parser("bench", help="run a peer comparison from benchmarks/ and record its figures")
+    p = sub.add_parser("bench",
+                       help="run a peer comparison from benchmarks/ and record its figures")
     p.add_argument("name")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default benchmarks/results)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("publish", help="copy a topic's newest full run to results/<slug>/")

@@ -42,7 +42,8 @@ def test_parse_value(text, tp, expected):
 
 
 @pytest.mark.parametrize("text,tp", [
-    ("1.5", int), ("abc", float), ("maybe", bool), ("c", Literal["a", "b"]), ("1,2,3", tuple[int, int]),
+    ("1.5", int), ("abc", float), ("maybe", bool), ("c", Literal["a", "b"]),
+    ("1,2,3", tuple[int, int]),
 ])
 def test_parse_value_rejects(text, tp):
     with pytest.raises(ValueError):

@@ -67,7 +67,8 @@ def test_run_writes_the_contract_files(toy_module, tmp_path):
     assert result.peer_value == 0.0
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["config"]["n"] == 4 and "numpy" in config["environment"]["versions"]
-    assert (result.run_dir / "command.txt").read_text().strip() == "deepnotes run toy-topic --preset quick --seed 3"
+    command = (result.run_dir / "command.txt").read_text().strip()
+    assert command == "deepnotes run toy-topic --preset quick --seed 3"
 
 
 def test_command_records_overrides(toy_module, tmp_path):

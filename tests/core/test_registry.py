@@ -5,7 +5,12 @@ import pytest
 from deepnotes.core.experiment import ExperimentConfig
 from deepnotes.core.posts import post_slugs
 from deepnotes.core.registry import (
-    PRESET_NAMES, UnknownTopicError, check_slug, experiment_slugs, load_experiment, topic_slugs,
+    PRESET_NAMES,
+    UnknownTopicError,
+    check_slug,
+    experiment_slugs,
+    load_experiment,
+    topic_slugs,
 )
 
 

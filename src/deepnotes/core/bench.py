@@ -48,7 +48,8 @@ def time_call(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> dic
         fn()
         times.append(time.perf_counter() - t0)
     arr = np.asarray(times)
-    return {"best_s": float(arr.min()), "median_s": float(np.median(arr)), "mean_s": float(arr.mean())}
+    return {"best_s": float(arr.min()), "median_s": float(np.median(arr)),
+            "mean_s": float(arr.mean())}
 
 
 def machine_info() -> dict[str, Any]:
@@ -85,7 +86,7 @@ def results_dir() -> Path:
 
 
 def record(name: str, figures: dict[str, Any], command: str, out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` with the figures, the command that made them and the machine."""
+    """Write ``<out_dir>/<name>.json``: the figures, the command that made them, the machine."""
     out_dir = Path(out_dir) if out_dir is not None else results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -109,7 +110,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def bench_main(file: str, run: Callable[..., dict[str, Any]]) -> None:
-    """Command-line entry of a benchmark script: ``python benchmarks/NAME.py [--quick] [--out DIR]``."""
+    """Command-line entry of a benchmark: ``python benchmarks/NAME.py [--quick] [--out DIR]``."""
     name = Path(file).stem
     parser = argparse.ArgumentParser(prog=f"benchmarks/{name}.py")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")

@@ -44,7 +44,9 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def type_name(tp: Any) -> str:
     """Readable name of a type hint, for error messages (``tuple[int, ...]``, ``float``)."""
-    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
 
 
 def parse_value(text: str, tp: Any) -> Any:

@@ -1,9 +1,9 @@
 """The experiment contract: a config dataclass, presets, and a run directory per run.
 
-Every topic's ``deepnotes.experiments.<module>`` defines ``Config(ExperimentConfig)``, ``PRESETS``
-(``smoke``, ``quick``, ``full``), ``HEADLINE`` (a metric key), ``PEER`` (the peer's metric key for the
-same quantity, or ``None``) and ``run(config) -> Result``. ``run`` wraps its body in
-:func:`start_run`, which creates ``<out>/<slug>/<run-id>/`` and writes, as the run goes:
+Every topic's ``deepnotes.experiments.<module>`` defines ``Config(ExperimentConfig)``,
+``PRESETS`` (``smoke``, ``quick``, ``full``), ``HEADLINE`` (a metric key), ``PEER`` (the peer's
+metric key for the same quantity, or ``None``) and ``run(config) -> Result``. ``run`` wraps its
+body in :func:`start_run`, which creates ``<out>/<slug>/<run-id>/`` and writes, as the run goes:
 
 - ``config.json``  the config, the environment and the command that reproduces the run;
 - ``metrics.json`` status, wall time, headline keys and the metrics logged so far;
@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,12 +106,13 @@ def _jsonable(value: Any) -> Any:
 def _write_json(path: Path, payload: Any) -> None:
     """Write atomically, so an interrupted run never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    text = json.dumps(_jsonable(payload), indent=2, allow_nan=True) + "\n"
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
 def reproduce_command(slug: str, config: ExperimentConfig, presets: dict | None) -> str:
-    """The ``deepnotes run`` command that recreates ``config``: its preset plus ``--set`` overrides."""
+    """The ``deepnotes run`` command recreating ``config``: its preset plus ``--set`` overrides."""
     base = (presets or {}).get(config.preset)
     parts = ["deepnotes", "run", slug]
     if base is not None:
@@ -212,7 +213,8 @@ class Run:
             self.figures.append(path)
         return path
 
-    def track(self, iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+    def track(self, iterable: Iterable[T], description: str = "",
+              total: int | None = None) -> Iterator[T]:
         """Iterate with a progress bar."""
         return track(iterable, description=description or self.slug, total=total)
 

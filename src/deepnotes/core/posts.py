@@ -43,7 +43,7 @@ def parse_post(path: Path) -> Post:
         raise ValueError(f"{path}: no front matter (the file must start with a '---' YAML block)")
     try:
         meta = yaml.safe_load(match.group(1)) or {}
-    except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError for dates like 2026-13-40
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML on dates like 2026-13-40
         raise ValueError(f"{path}: front matter does not parse: {exc}") from exc
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: front matter must be a mapping")
@@ -85,7 +85,8 @@ def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = 
     seen: dict[str, Path] = {}
     for post in posts:
         if post.slug in seen:
-            raise ValueError(f"two posts share the slug {post.slug!r}: {seen[post.slug]} and {post.path}")
+            raise ValueError(f"two posts share the slug {post.slug!r}: "
+                             f"{seen[post.slug]} and {post.path}")
         seen[post.slug] = post.path
     return sorted(posts, key=lambda p: (-p.date.toordinal(), p.slug))
 

@@ -18,7 +18,11 @@ def track(iterable: Iterable[T], *, description: str = "", total: int | None = N
         yield from iterable
         return
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
     )
 

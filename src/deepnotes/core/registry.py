@@ -15,7 +15,6 @@ from types import ModuleType
 from deepnotes.core.paths import PACKAGE_DIR
 from deepnotes.core.posts import post_slugs
 
-
 EXPERIMENTS_PACKAGE = "deepnotes.experiments"
 PRESET_NAMES = ("smoke", "quick", "full")
 
@@ -58,7 +57,8 @@ def check_slug(slug: str) -> str:
 def load_experiment(slug: str) -> ModuleType:
     """Import a topic's experiment module and check it follows the contract."""
     module = importlib.import_module(module_of(check_slug(slug)))
-    problems = [name for name in ("Config", "PRESETS", "run", "HEADLINE") if not hasattr(module, name)]
+    required = ("Config", "PRESETS", "run", "HEADLINE")
+    problems = [name for name in required if not hasattr(module, name)]
     if problems:
         raise TypeError(f"{module.__name__} lacks {', '.join(problems)}")
     missing = [p for p in PRESET_NAMES if p not in module.PRESETS]

@@ -47,7 +47,8 @@ def list_runs(slug: str, roots: list[Path] | None = None) -> list[tuple[Path, di
                 continue
             if meta.get("status") == "completed":
                 runs.append((run_dir, meta))
-    runs.sort(key=lambda r: (PRESET_RANK.get(r[1].get("preset"), 9), _neg(r[1].get("started_at", ""))))
+    runs.sort(key=lambda r: (PRESET_RANK.get(r[1].get("preset"), 9),
+                             _neg(r[1].get("started_at", ""))))
     return runs
 
 
@@ -62,12 +63,13 @@ def find_latest_run(slug: str, roots: list[Path] | None = None) -> Path | None:
 
 
 def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = None) -> Path:
-    """Copy a completed ``full`` run (default: the newest in ``runs/<slug>``) to ``results/<slug>/``.
+    """Copy a completed ``full`` run (default: newest in ``runs/<slug>``) to ``results/<slug>/``.
 
     ``results/`` is tracked by git, so replacing its previous content loses nothing.
     """
     if run_dir is None:
-        candidates = [r for r in list_runs(slug, [paths.runs_dir()]) if r[1].get("preset") == "full"]
+        runs = list_runs(slug, [paths.runs_dir()])
+        candidates = [r for r in runs if r[1].get("preset") == "full"]
         if not candidates:
             raise FileNotFoundError(
                 f"no completed full run of {slug} under {paths.runs_dir()}; "
@@ -77,7 +79,8 @@ def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = Non
     run_dir = Path(run_dir)
     meta = read_metrics(run_dir)
     if meta.get("status") != "completed":
-        raise ValueError(f"{run_dir} has status {meta.get('status')!r}; only completed runs are published")
+        raise ValueError(f"{run_dir} has status {meta.get('status')!r}; "
+                         "only completed runs are published")
     dest = (dest_root or paths.results_dir()) / slug
     staging = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
