@@ -1,0 +1,27 @@
+"""Offline datasets shared by every family (nothing is ever downloaded).
+
+- :func:`load_digits`: scikit-learn's bundled 8×8 digits as float, dequantised or binarised
+  images with a fixed stratified split (:mod:`deepnotes.data.digits`).
+- :data:`TOYS`, :func:`get_toy`, :func:`sample_toy`: 2-D toy distributions with exact samplers
+  and exact log-densities (:mod:`deepnotes.data.toy2d`).
+- :func:`read_idx`, :func:`write_idx`, :func:`load_mnist`: the IDX (MNIST) file format and a
+  loader for MNIST files placed in a local folder (:mod:`deepnotes.data.idx`).
+"""
+
+from deepnotes.data.digits import IMAGE_SHAPE, N_CLASSES, N_LEVELS, load_digits
+from deepnotes.data.idx import load_mnist, read_idx, write_idx
+from deepnotes.data.toy2d import TOYS, Toy2D, get_toy, sample_toy
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "N_CLASSES",
+    "N_LEVELS",
+    "TOYS",
+    "Toy2D",
+    "get_toy",
+    "load_digits",
+    "load_mnist",
+    "read_idx",
+    "sample_toy",
+    "write_idx",
+]
