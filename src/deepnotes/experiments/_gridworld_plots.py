@@ -1,0 +1,79 @@
+"""Shared figures of the grid-world topics: value heatmaps with policy arrows, learning curves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepnotes.core.plotting import PALETTE, new_figure
+
+# (dx, dy) in plot coordinates (row 0 at the top, so "up" is -y after the axis inversion).
+_ARROWS = {0: (0.0, -0.32), 1: (0.32, 0.0), 2: (0.0, 0.32), 3: (-0.32, 0.0)}
+
+
+def draw_values(ax, env, v, policy=None, *, title: str = "", vmin=None, vmax=None,
+                annotate: bool = True):
+    """Heatmap of ``v`` (shape (S,)) on the grid, forbidden cells hatched, the target outlined,
+    and ``policy`` (int (S,)) as arrows (a dot for "stay"). Returns the image."""
+    H, W = env.height, env.width
+    grid = np.asarray(v, float).reshape(H, W)
+    im = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for r, c in env.forbidden:
+        ax.add_patch(_rect(r, c, hatch="///", edgecolor=PALETTE[3], lw=0))
+    tr, tc = env.target
+    ax.add_patch(_rect(tr, tc, edgecolor=PALETTE[1], lw=2.5))
+    small = H * W > 36
+    for s in range(H * W):
+        r, c = divmod(s, W)
+        if annotate and not small:
+            ax.text(c, r + 0.33, f"{grid[r, c]:.1f}", ha="center", va="center", fontsize=7,
+                    color="white")
+        if policy is None:
+            continue
+        a = int(policy[s])
+        if a in _ARROWS:
+            dx, dy = _ARROWS[a]
+            ax.annotate("", xy=(c + dx, r + dy - 0.08), xytext=(c, r - 0.08),
+                        arrowprops=dict(arrowstyle="->", color="white", lw=1.3))
+        else:
+            ax.plot(c, r - 0.08, "o", ms=4, mfc="none", mec="white")
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def _rect(r, c, **kw):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, **kw)
+
+
+def values_figure(env, panels):
+    """One heatmap per ``(title, v, policy)`` panel on a shared colour scale; returns the figure."""
+    vals = np.concatenate([np.asarray(v, float) for _, v, _ in panels])
+    vmin, vmax = float(vals.min()), float(vals.max())
+    fig, axes = new_figure(1, len(panels), size=(3.4 * len(panels), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, (title, v, policy) in zip(axes, panels, strict=True):
+        im = draw_values(ax, env, v, policy, title=title, vmin=vmin, vmax=vmax)
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="state value")
+    return fig
+
+
+def curves(ax, x, ys: dict, *, xlabel: str, ylabel: str, log: bool = False, smooth: int = 1):
+    """Plot ``{label: y}`` against ``x`` with an optional moving average of width ``smooth``."""
+    for i, (label, y) in enumerate(ys.items()):
+        y = np.asarray(y, float)
+        xs = np.asarray(x[label] if isinstance(x, dict) else x, float)
+        if smooth > 1 and len(y) >= smooth:
+            kernel = np.ones(smooth) / smooth
+            y = np.convolve(y, kernel, mode="valid")
+            xs = xs[smooth - 1:]
+        ax.plot(xs, y, color=PALETTE[i % len(PALETTE)], label=label, lw=1.4)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
