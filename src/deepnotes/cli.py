@@ -221,9 +221,13 @@ def cmd_site(args) -> int:
     out = Path(args.out) if args.out else repo_root() / "site"
     if args.action == "build":
         from deepnotes.site.build import build_site
+        from deepnotes.site.katex import KatexMissingError
 
         t0 = time.perf_counter()
-        index = build_site(out)
+        try:
+            index = build_site(out)
+        except (ValueError, KatexMissingError) as exc:  # a refused folder, or `make node` not run
+            raise CliError(str(exc)) from None
         print(f"site built in {time.perf_counter() - t0:.1f} s: {index}")
         return 0
     from deepnotes.site.build import serve_site

@@ -1,0 +1,173 @@
+"""Build the feed site: stage a docs tree, run Zensical (or mkdocs-material), render the math.
+
+Steps of :func:`build_site`:
+
+1. stage ``mkdocs.yml``, the theme override and ``docs/`` (home banner, posts with their latest
+   run's metrics and figures, source pages, KaTeX's CSS and fonts) in a temporary folder;
+2. run the engine on it (``python -m zensical build``: a subprocess, so the Rust runtime's output
+   can be silenced and a crash cannot take the caller down);
+3. render every formula with KaTeX (Node.js) and write ``feed.xml`` (Atom) and a marker file;
+4. swap the result into ``out_dir``, which is only ever replaced if it holds a previous build.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import yaml
+
+from deepnotes.core import paths
+from deepnotes.core.posts import load_posts
+from deepnotes.site import feed, katex, pages
+
+HERE = Path(__file__).resolve().parent
+MARKER = ".deepnotes-site"
+ENGINES = ("auto", "zensical", "mkdocs")
+
+
+class SiteMathWarning(UserWarning):
+    """Some formulas did not render (KaTeX reported errors); the page shows them in red."""
+
+
+def _pick_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    have = {name: importlib.util.find_spec(name) is not None for name in ("zensical", "mkdocs")}
+    have["mkdocs"] = have["mkdocs"] and importlib.util.find_spec("material") is not None
+    if engine == "auto":
+        engine = "zensical" if have["zensical"] else "mkdocs" if have["mkdocs"] else ""
+    if not engine or not have[engine]:
+        wanted = "zensical or mkdocs-material" if not engine else engine
+        raise RuntimeError(f"the site needs {wanted}: pip install -c constraints.txt -e '.[site]'")
+    return engine
+
+
+def _run_engine(engine: str, project: Path, quiet: bool) -> Path:
+    """Build ``project/mkdocs.yml`` into ``project/site``; on error, raise with its output."""
+    config, site = project / "mkdocs.yml", project / "site"
+    if engine == "zensical":
+        cmd = [sys.executable, "-m", "zensical", "build", "-f", str(config)]
+    else:
+        cmd = [sys.executable, "-m", "mkdocs", "build", "-f", str(config), "-d", str(site)]
+        cmd += ["-q"] if quiet else []
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run(cmd, cwd=project, env=env, check=False, text=True,
+                          capture_output=quiet)
+    if proc.returncode != 0 or not (site / "index.html").is_file():
+        output = ((proc.stdout or "") + (proc.stderr or ""))[-4000:]
+        raise RuntimeError(f"{engine} failed (exit {proc.returncode}) on {config}:\n{output}")
+    return site
+
+
+def _stage(project: Path, posts, run_roots: list[Path]) -> None:
+    docs = project / "docs"
+    pages.write_docs(posts, run_roots, docs)
+    katex.copy_assets(docs / "assets" / "katex")
+    shutil.copy2(HERE / "assets" / "extra.css", docs / "assets" / "extra.css")
+    (project / "overrides").mkdir()
+    shutil.copy2(HERE / "assets" / "main.html", project / "overrides" / "main.html")
+    config = yaml.safe_load((HERE / "mkdocs.yml").read_text(encoding="utf-8"))
+    config.update(docs_dir="docs", site_dir="site")
+    (project / "mkdocs.yml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
+                                        encoding="utf-8")
+
+
+def is_site_build(folder: Path) -> bool:
+    """Whether ``folder`` holds a build made by :func:`build_site` (it has the marker file)."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.is_file() or out_dir.is_symlink():
+        raise ValueError(f"{out_dir} is a file or link, not a site folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_site_build(out_dir):
+        raise ValueError(
+            f"{out_dir} is not empty and holds no previous site build (no {MARKER} file); "
+            "refusing to replace it: choose an empty or new folder")
+
+
+def _swap_in(built: Path, out_dir: Path) -> None:
+    """Move ``built`` to ``out_dir``, replacing a previous build only once the new one is ready."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    old = new.with_name(new.name.replace(".new-", ".old-"))
+    try:
+        shutil.copytree(built, new, dirs_exist_ok=True)  # same filesystem as out_dir from here on
+        if out_dir.exists():
+            _check_replaceable(out_dir)  # again: the folder may have changed during the build
+            out_dir.rename(old)
+        new.rename(out_dir)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
+               include_package: bool | None = None, run_roots: list[Path] | None = None,
+               engine: str = "auto", quiet: bool = True) -> Path:
+    """Build the site into ``out_dir`` and return the path of its ``index.html``.
+
+    Parameters
+    ----------
+    out_dir
+        Destination folder. It must be absent, empty or a previous build (``ValueError`` else).
+    posts_dir
+        Extra folder(s) of posts; ``None`` builds the package's posts only.
+    include_package
+        Whether the package's posts are included too (default: only when ``posts_dir`` is None).
+    run_roots
+        Where runs are looked up (default ``runs/`` and ``results/`` of the repository).
+    engine
+        ``"zensical"``, ``"mkdocs"`` (mkdocs-material) or ``"auto"`` (the first installed).
+    quiet
+        Hide the engine's console output (it is still shown if the engine fails).
+    """
+    out_dir = Path(out_dir).resolve()
+    _check_replaceable(out_dir)
+    engine = _pick_engine(engine)
+    katex.katex_dir(), katex.node_binary()  # fail before any work if `make node` was not run
+    extra = [posts_dir] if isinstance(posts_dir, (str, Path)) else list(posts_dir or [])
+    if include_package is None:
+        include_package = posts_dir is None
+    posts = load_posts(extra, include_package=include_package)
+    if run_roots is None:
+        run_roots = [paths.runs_dir(), paths.results_dir()]
+    with tempfile.TemporaryDirectory(prefix="deepnotes-site-") as tmp:
+        project = Path(tmp)
+        _stage(project, posts, [Path(r) for r in run_roots])
+        site = _run_engine(engine, project, quiet)
+        report = katex.render_site(site)
+        if report["errors"]:
+            shown = "; ".join(f"{e['file']}: {e['message']}" for e in report["errors"][:5])
+            warnings.warn(f"{len(report['errors'])} formula(s) did not render: {shown}",
+                          SiteMathWarning, stacklevel=2)
+        feed.write_feed(posts, site)
+        (site / MARKER).write_text(json.dumps({
+            "generator": "deepnotes.site.build", "engine": engine, "posts": len(posts),
+            "formulas": report["rendered"], "math_errors": len(report["errors"]),
+            "built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }, indent=2) + "\n", encoding="utf-8")
+        _swap_in(site, out_dir)
+    return out_dir / "index.html"
+
+
+def serve_site(out_dir: Path, port: int = 8000) -> None:
+    """Serve ``out_dir`` on http://localhost:PORT/ until Ctrl-C."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out_dir))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        print(f"serving {out_dir} at http://localhost:{server.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")

@@ -1,0 +1,297 @@
+"""The Markdown the site engine reads: the home banner, a page per post, a source page per topic.
+
+Each post page is the post's own Markdown with, appended to its "Results" section, the latest
+run's metrics table, figures and reproduce command (:func:`run_section`), and a link to its source
+page. Nothing here touches the checkout: pages are written under a staging ``docs/`` folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import html
+import math
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from deepnotes.core import paths
+from deepnotes.core.posts import Post
+from deepnotes.core.registry import module_of
+from deepnotes.core.results import find_latest_run, read_metrics
+
+MORE = "<!-- more -->"
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+_H2 = re.compile(r"^##\s+(.*?)\s*#*\s*$")
+
+
+def tag_slug(tag: str) -> str:
+    """The URL segment the blog plugin gives a category (lowercase, runs of non-word chars -> -)."""
+    return re.sub(r"[^\w]+", "-", tag.strip().lower()).strip("-")
+
+
+# --- Markdown helpers ---------------------------------------------------------------------------
+def _outside_fences(lines: list[str]) -> list[bool]:
+    """For each line, whether it lies outside fenced code (fence lines count as inside)."""
+    flags, fence = [], None
+    for line in lines:
+        match = _FENCE.match(line)
+        if fence is None and match:
+            fence = match.group(1)
+            flags.append(False)
+        elif fence is not None:
+            if line.strip().startswith(fence[0] * len(fence)) and not line.strip().strip(fence[0]):
+                fence = None
+            flags.append(False)
+        else:
+            flags.append(True)
+    return flags
+
+
+def separate_display_math(text: str) -> str:
+    """Put blank lines around each ``$$ ... $$`` block outside code fences.
+
+    Arithmatex only sees display math that starts its own Markdown block, while authors often
+    write ``... equations:`` directly above ``$$``; the blank lines make both forms render.
+    """
+    lines = text.split("\n")
+    outside = _outside_fences(lines)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if outside[i] and stripped.startswith("$$"):
+            end = i
+            closed_on_same_line = len(stripped) >= 4 and stripped.endswith("$$")
+            if not closed_on_same_line:
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().endswith("$$")),
+                           i)
+            if out and out[-1].strip():
+                out.append("")
+            out.extend(lines[i:end + 1])
+            if end + 1 < len(lines) and lines[end + 1].strip():
+                out.append("")
+            i = end + 1
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
+def insert_results(body: str, section: str) -> str:
+    """Insert ``section`` at the end of the body's ``## Results`` section.
+
+    Without such a heading, a new ``## Results`` section goes before "Deviations"/"Reproduce"
+    (or at the end).
+    """
+    lines = body.rstrip("\n").split("\n")
+    outside = _outside_fences(lines)
+    heads = [(i, _H2.match(line).group(1)) for i, line in enumerate(lines)
+             if outside[i] and _H2.match(line)]
+    results = [i for i, title in heads if title.lower().startswith("results")]
+    if results:
+        after = [i for i, _ in heads if i > results[0]]
+        at, block = (after[0] if after else len(lines)), section
+    else:
+        later = [i for i, title in heads
+                 if title.lower().startswith(("deviations", "reproduce", "references"))]
+        at, block = (later[0] if later else len(lines)), "## Results\n\n" + section
+    return "\n".join(lines[:at] + ["", block.rstrip("\n"), ""] + lines[at:]) + "\n"
+
+
+def _fence_for(code: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`{3,}", code)), default=2)
+    return "`" * (longest + 1)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+def format_value(value) -> str:
+    """A metric as table text: 4 significant digits for floats, lists shortened."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        return str(value) if not math.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(format_value(v) for v in value[:6])
+        return f"[{shown}{', …' if len(value) > 6 else ''}]"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _started(meta: dict) -> str:
+    stamp = meta.get("started_at") or ""
+    try:
+        return _dt.datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp or "unknown date"
+
+
+def run_section(slug: str, run_dir: Path, figures_dir: Path) -> str:
+    """Markdown for a run: preset/date, metrics table, figures (copied under ``figures_dir``)."""
+    meta = read_metrics(run_dir)
+    lines = [
+        f'<p class="dn-run">Latest run: <code>{html.escape(str(meta.get("preset", "?")))}</code> '
+        f'preset, started {html.escape(_started(meta))}'
+        + (f', {meta["wall_time_s"]:.1f} s' if isinstance(meta.get("wall_time_s"), (int, float))
+           else "") + "</p>",
+        "",
+    ]
+    metrics = meta.get("metrics") or {}
+    if metrics:
+        lines += ["| Metric | Value |", "| --- | ---: |"]
+        for key, value in metrics.items():
+            role = " (headline)" if key == meta.get("headline") else (
+                " (peer)" if key == meta.get("peer") else "")
+            lines.append(f"| `{_cell(key)}`{role} | {_cell(format_value(value))} |")
+        lines.append("")
+    names = [n for n in meta.get("figures") or [] if (run_dir / n).is_file()]
+    names += sorted(p.name for p in run_dir.glob("*.png") if p.name not in names)
+    if names:
+        dest = figures_dir / slug
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy2(run_dir / name, dest / name)
+            caption = html.escape(Path(name).stem.replace("_", " "))
+            lines += ['<figure class="dn-figure" markdown>',
+                      f"![{caption}](../figures/{slug}/{name})",
+                      f"<figcaption>{caption}</figcaption>",
+                      "</figure>", ""]
+    command = run_dir / "command.txt"
+    if command.is_file():
+        lines += ["Reproduce this run:", "", "```bash",
+                  command.read_text(encoding="utf-8").strip(), "```", ""]
+    return "\n".join(lines)
+
+
+# --- source pages -------------------------------------------------------------------------------
+def module_file(module: str) -> Path | None:
+    """The file of a ``deepnotes.*`` module, found on disk without importing it."""
+    parts = module.split(".")
+    if parts[0] != "deepnotes":
+        return None
+    base = paths.PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(source: str) -> list[str]:
+    """``deepnotes`` modules a file imports (the shared ``core`` left out), in order."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from deepnotes.nn import optim` may name a submodule: prefer it when it exists.
+            names = [f"{node.module}.{a.name}" if module_file(f"{node.module}.{a.name}")
+                     else node.module for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            shared = name.startswith("deepnotes.core") or name == "deepnotes.experiments"
+            if name.startswith("deepnotes.") and not shared and name not in found \
+                    and module_file(name):
+                found.append(name)
+    return found
+
+
+def experiment_file(slug: str) -> Path | None:
+    return module_file(module_of(slug))
+
+
+def source_page(post: Post) -> str | None:
+    """Markdown showing a topic's experiment module and the algorithm modules it imports."""
+    exp = experiment_file(post.slug)
+    if exp is None:
+        return None
+    code = exp.read_text(encoding="utf-8")
+    modules = [module_of(post.slug)] + imported_modules(code)
+    front = yaml.safe_dump({"title": post.title}, allow_unicode=True).strip()
+    lines = [f"---\n{front}\n---", "", f"# Source: {post.title}", "",
+             f"The code behind [{post.title}](../posts/{post.slug}.md): the experiment module, "
+             "then each `deepnotes` module it imports (the shared `deepnotes.core` pieces are left "
+             "out).",
+             ""]
+    for module in modules:
+        path = module_file(module)
+        text = path.read_text(encoding="utf-8")
+        rel = (path.relative_to(paths.PACKAGE_DIR.parent).as_posix()
+               if path.is_relative_to(paths.PACKAGE_DIR.parent) else path.name)
+        fence = _fence_for(text)
+        lines += [f"## `{module}`", "", f"`{rel}`, {text.count(chr(10))} lines", "",
+                  f"{fence}python", text.rstrip("\n"), fence, ""]
+    return "\n".join(lines)
+
+
+# --- post and home pages ------------------------------------------------------------------------
+def post_page(post: Post, run_roots: list[Path], docs: Path) -> str:
+    """The staged Markdown of one post (front matter for the blog plugin + body + run + links)."""
+    meta = {"title": post.title, "date": post.date, "categories": list(post.tags),
+            "slug": post.slug, "description": post.summary}
+    body = post.body.strip("\n") + "\n"
+    if MORE not in body:  # the blog needs an excerpt marker; the summary then serves as excerpt
+        body = f"{post.summary}\n\n{MORE}\n\n{body}"
+    body = separate_display_math(body)
+    parts: list[str] = []
+    run_dir = find_latest_run(post.slug, run_roots)
+    if run_dir is not None:
+        parts.append(run_section(post.slug, run_dir, docs / "figures"))
+    elif experiment_file(post.slug) is not None:
+        parts.append(f"No completed run of this topic yet: `deepnotes run {post.slug} --preset "
+                     "quick`, then `deepnotes site build`.\n")
+    if experiment_file(post.slug) is not None:
+        parts.append(f"Code: [the experiment and the modules it uses](../source/{post.slug}.md) "
+                     f"(`{module_of(post.slug)}`).\n")
+    if parts:
+        body = insert_results(body, "\n".join(parts))
+    if post.papers and not re.search(r"^##\s+(Papers|References)", body, re.MULTILINE):
+        body += "\n## Papers\n\n" + "\n".join(f"- {_paper(p)}" for p in post.papers) + "\n"
+    front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False)
+    return f"---\n{front}---\n\n# {post.title}\n\n{body}"
+
+
+def _paper(paper) -> str:
+    if isinstance(paper, dict):
+        text = ", ".join(str(paper[k]) for k in ("authors", "year", "title") if paper.get(k))
+        return f"[{text}]({paper['url']})" if paper.get("url") else text
+    return str(paper)
+
+
+def home_page(posts: list[Post]) -> str:
+    """The banner above the feed; the blog plugin appends the excerpts."""
+    tags = sorted({t for p in posts for t in p.tags})
+    tag_links = " ".join(f'<a class="dn-tag" href="category/{html.escape(tag_slug(t))}/">'
+                         f"#{html.escape(t)}</a>" for t in tags)
+    return (
+        "---\ntitle: deepnotes\nhide: [toc]\n---\n\n"
+        '<div class="dn-banner" markdown="0">\n'
+        '<p class="dn-banner__signal"><span class="dn-blink"></span>INCOMING TRANSMISSION</p>\n'
+        "<h1>deepnotes</h1>\n"
+        '<p class="dn-banner__lede">An ML notebook where every post is backed by code that runs: '
+        "the figures and numbers below come from the experiments in this repository.</p>\n"
+        f'<p class="dn-banner__links"><a href="feed.xml">Atom feed</a> · {len(posts)} posts'
+        + (f" · {tag_links}" if tag_links else "") + "</p>\n"
+        "</div>\n\n"
+        '<h2 class="dn-latest">LATEST UPDATES</h2>\n'
+    )
+
+
+def write_docs(posts: list[Post], run_roots: list[Path], docs: Path) -> None:
+    """Write the whole staged docs tree (pages, figures) under ``docs``."""
+    (docs / "posts").mkdir(parents=True, exist_ok=True)
+    (docs / "index.md").write_text(home_page(posts), encoding="utf-8")
+    for post in posts:
+        (docs / "posts" / f"{post.slug}.md").write_text(post_page(post, run_roots, docs),
+                                                         encoding="utf-8")
+        source = source_page(post)
+        if source is not None:
+            (docs / "source").mkdir(exist_ok=True)
+            (docs / "source" / f"{post.slug}.md").write_text(source, encoding="utf-8")

@@ -1,0 +1,199 @@
+"""The built site in headless Chromium: feed, pagination, math, figures and offline search.
+
+The site holds the package's real posts with their topics' smoke runs plus the 14-post fixture
+feed (one post in Chinese). It is served from a localhost thread; Chromium starts with background
+networking off, so anything the pages fetched from the internet would fail and show up here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from site_fixtures import CHINESE_SLUG, CHINESE_WORD, write_fixture_feed
+
+from deepnotes.core.posts import load_posts
+from deepnotes.core.registry import load_experiment, topic_slugs
+from deepnotes.site.build import build_site
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# A second, mid-clause Chinese word: found only because the search separator splits CJK text.
+CHINESE_MID_WORD = "收敛"
+# Smoke runs of the real topics start while less than this has been spent on them, keeping the
+# whole module under a minute; a smoke run takes a few seconds (up to ~15 s on a loaded machine).
+SMOKE_BUDGET_S = 12.0
+
+
+def _require_browser():
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not found: `make browser` installs Debian's chromium "
+                    "and chromium-driver")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Smoke-run every real topic, then build the site with them and the fixture feed."""
+    _require_browser()
+    base = tmp_path_factory.mktemp("browser")
+    runs = base / "smoke-runs"
+    ran, start = [], time.monotonic()
+    for slug in topic_slugs():
+        if time.monotonic() - start > SMOKE_BUDGET_S:
+            break  # the rest show "no completed run yet"; tests/experiments runs every smoke
+        module = load_experiment(slug)
+        config = dataclasses.replace(module.PRESETS["smoke"], out=str(runs), device="cpu")
+        if module.run(config).status == "completed":
+            ran.append(slug)
+    posts_dir, fixture_runs, _ = write_fixture_feed(base / "fixture")
+    for run in fixture_runs.iterdir():
+        shutil.copytree(run, runs / run.name)
+    out = base / "site"
+    build_site(out, posts_dir=posts_dir, include_package=True, run_roots=[runs])
+    posts = load_posts([posts_dir])
+    return out, posts, ran
+
+
+@pytest.fixture(scope="module")
+def base_url(built):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built[0]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--window-size=1280,1400",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+
+
+def console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_feed_banner_excerpts_and_pagination(browser, base_url, built, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(base_url)
+    banner = browser.find_element(By.CSS_SELECTOR, ".dn-banner")
+    assert banner.is_displayed() and "INCOMING TRANSMISSION" in banner.text
+    assert "LATEST UPDATES" in browser.find_element(By.CSS_SELECTOR, ".dn-latest").text
+    excerpts = browser.find_elements(By.CSS_SELECTOR, "article.md-post--excerpt")
+    assert len(excerpts) == 12 and all(e.is_displayed() for e in excerpts)
+    newest = built[1]  # the package's posts and the fixture feed, newest first
+    assert newest[0].title in excerpts[0].text
+    browser.save_screenshot(str(tmp_path / "home.png"))
+    assert console_errors(browser) == []  # every stylesheet, script and font loaded
+    browser.find_element(By.CSS_SELECTOR, 'a[href$="page/2/"]').click()
+    assert wait_for(lambda: browser.current_url.endswith("/page/2/"))
+    second = browser.find_elements(By.CSS_SELECTOR, "article.md-post--excerpt")
+    assert len(second) == min(12, len(newest) - 12)
+    assert newest[12].title in second[0].text
+
+
+def test_formulas_are_rendered_without_javascript_math(browser, base_url, built, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    slugs = ["note-05"] + topic_slugs()
+    for slug in slugs:
+        browser.get(f"{base_url}posts/{slug}/")
+        text, errors = browser.execute_script(
+            "return [document.querySelector('article').innerText, "
+            "document.querySelectorAll('.katex-error').length]")
+        assert "$$" not in text and "\\[" not in text and "\\(" not in text, slug
+        assert errors == 0, f"{slug}: {errors} formulas did not render"
+    browser.get(f"{base_url}posts/note-05/")
+    display = browser.find_element(By.CSS_SELECTOR, ".katex-display")
+    assert display.is_displayed() and display.size["height"] > 20  # two aligned rows
+    fonts_loaded = wait_for(lambda: browser.execute_script(
+        "return [...document.fonts].filter(f => f.family.includes('KaTeX') && "
+        "f.status === 'loaded').length"))
+    assert fonts_loaded > 0  # KaTeX's own fonts, served by the site itself
+    assert not browser.execute_script("return !!window.katex")  # math needs no script at view time
+    browser.save_screenshot(str(tmp_path / "post.png"))
+    assert console_errors(browser) == []
+
+
+def test_figures_load(browser, base_url, built):
+    from selenium.webdriver.common.by import By
+
+    out, _, ran = built
+    for slug in ["note-00"] + ran:
+        browser.get(f"{base_url}posts/{slug}/")
+        images = browser.find_elements(By.CSS_SELECTOR, "figure.dn-figure img")
+        assert images, f"{slug}: no figure"
+        for image in images:
+            width = wait_for(lambda image=image: browser.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", image))
+            assert width > 0, f"{slug}: {image.get_attribute('src')} did not load"
+
+
+def test_offline_search_finds_the_chinese_post(browser, base_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(base_url)
+    browser.find_element(By.CSS_SELECTOR, ".md-search__button").click()
+    # Zensical's search dialog lives in a shadow root attached to a host element in <body>.
+    host = wait_for(lambda: browser.execute_script(
+        "return [...document.querySelectorAll('body *')].find(e => e.shadowRoot "
+        "&& e.shadowRoot.querySelector('input'))"))
+    assert host, "the search dialog did not open"
+    root = host.shadow_root
+
+    def hits():  # one script call: the result list re-renders while we read it
+        return browser.execute_script(
+            "return [...arguments[0].shadowRoot.querySelectorAll('ol a')].map(a => a.href)", host)
+
+    def search(word, timeout=5.0):
+        box = root.find_element(By.CSS_SELECTOR, "input")
+        box.send_keys(Keys.BACKSPACE * len(box.get_attribute("value")))  # Ctrl+A is taken
+        assert wait_for(lambda: not hits()), "results of the previous query stayed"
+        box.send_keys(word)
+        return wait_for(hits, timeout)
+
+    for word in (CHINESE_WORD, CHINESE_MID_WORD):
+        found = search(word)
+        assert any(f"/posts/{CHINESE_SLUG}/" in h for h in found), f"{word!r} found {found}"
+    assert search("zzzqqq", timeout=1.0) == []  # and the search does not match everything
