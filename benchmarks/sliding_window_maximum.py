@@ -1,0 +1,130 @@
+"""Sliding-window maximum of 1e7 float64 samples: our vHGW and deque against scipy and NumPy.
+
+Peers: ``scipy.ndimage.maximum_filter1d`` (one thread, shifted by ``origin=-(k // 2)`` so that
+output i is the window [i, i + k), sliced to the n - k + 1 valid windows) and NumPy's
+``sliding_window_view(x, k).max(-1)`` (O(nk)). Every output is checked equal to ours first.
+Throughput is input samples per second at the best of ``repeat`` calls after a warm-up call; the
+first call of each numba method (compilation or cache load) is reported on its own.
+
+Usage: ``python benchmarks/sliding_window_maximum.py [--quick]``. Set NUMBA_NUM_THREADS before
+starting Python to change the thread count (recorded as ``numba_threads``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from deepnotes.core.bench import bench_main, time_call
+
+
+def _first_call_s(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+_FIRST_CALLS = """
+import time, numpy as np
+from deepnotes.algorithms.sliding_window import sliding_window_max
+x = np.random.default_rng(0).standard_normal(1 << 18)  # above PARALLEL_MIN_SIZE: parallel driver
+for method in ("vhgw", "deque"):
+    t0 = time.perf_counter(); sliding_window_max(x, 10, method=method)
+    print(method, time.perf_counter() - t0)
+"""
+
+
+def _jit_in_fresh_processes() -> dict:
+    """First-call times in new processes with an empty numba cache (compilation), then again
+    with that cache filled (loading it), for float64 and the parallel driver."""
+    import subprocess
+    import sys
+    import tempfile
+
+    result = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("compile", "cache_load"):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALLS], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            for line in out.split("\n"):
+                if line:
+                    method, seconds = line.split()
+                    result[f"{method}_first_call_{label}_s"] = float(seconds)
+    return result
+
+
+def run(quick: bool = False) -> dict:
+    import numba
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy.ndimage import maximum_filter1d
+
+    from deepnotes.algorithms.sliding_window import sliding_window_max
+
+    n = 200_000 if quick else 10_000_000
+    repeat = 3 if quick else 7
+    x = np.random.default_rng(0).standard_normal(n)
+    figures: dict = {
+        "n": n, "dtype": "float64", "numba_threads": numba.get_num_threads(),
+        "load_average_1min_before": os.getloadavg()[0],
+        "throughput_unit": "million input samples per second (n / best time)",
+        "jit": {
+            "vhgw_first_call_this_process_s": _first_call_s(
+                lambda: sliding_window_max(x, 10, method="vhgw")),
+            "deque_first_call_this_process_s": _first_call_s(
+                lambda: sliding_window_max(x, 10, method="deque")),
+            **({} if quick else _jit_in_fresh_processes()),
+            "note": "first call of each method, in this process (with the repository's numba "
+                    "cache) and in fresh processes with an empty cache (compile) and then the "
+                    "filled one (cache_load). One compiled driver holds both kernels, so the "
+                    "first call (vhgw) compiles or loads both; steady-state times are under "
+                    "k10/k1000",
+        },
+    }
+    for k in (10, 1000):
+        m = n - k + 1
+        ours_v = sliding_window_max(x, k, method="vhgw")
+        if not (np.array_equal(ours_v, sliding_window_max(x, k, method="deque"))
+                and np.array_equal(ours_v, maximum_filter1d(x, k, origin=-(k // 2))[:m])):
+            raise RuntimeError(f"outputs differ at k={k}")
+        entry: dict = {}
+        calls = {
+            "vhgw": lambda k=k: sliding_window_max(x, k, method="vhgw"),
+            "deque": lambda k=k: sliding_window_max(x, k, method="deque"),
+            "scipy": lambda k=k, m=m: maximum_filter1d(x, k, origin=-(k // 2))[:m],
+        }
+        for name, fn in calls.items():
+            t = time_call(fn, repeat=repeat if name != "scipy" else max(3, repeat // 2))
+            entry[name] = {**t, "melems_per_s": n / t["best_s"] / 1e6}
+        # NumPy is O(nk): at k=1000 one call on the full array takes seconds, so it runs once.
+        np_repeat = 3 if k == 10 or quick else 1
+        t = time_call(lambda k=k: sliding_window_view(x, k).max(axis=-1), repeat=np_repeat,
+                      warmup=1 if np_repeat > 1 else 0)
+        if not np.array_equal(sliding_window_view(x[:5000], k).max(axis=-1), ours_v[:5000 - k + 1]):
+            raise RuntimeError(f"numpy differs at k={k}")
+        entry["numpy"] = {**t, "melems_per_s": n / t["best_s"] / 1e6, "repeat": np_repeat,
+                          "n": n}
+        scipy_rate = entry["scipy"]["melems_per_s"]
+        for name in ("vhgw", "deque", "numpy"):
+            entry[name]["speedup_vs_scipy"] = entry[name]["melems_per_s"] / scipy_rate
+        figures[f"k{k}"] = entry
+    # Per-core figure: the same vHGW call restricted to one thread.
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for k in (10, 1000):
+            t = time_call(lambda k=k: sliding_window_max(x, k, method="vhgw"), repeat=repeat)
+            figures[f"k{k}"]["vhgw_1thread"] = {**t, "melems_per_s": n / t["best_s"] / 1e6}
+    finally:
+        numba.set_num_threads(saved)
+    figures["load_average_1min_after"] = os.getloadavg()[0]
+    figures["target"] = "vhgw >= 5x scipy throughput at k=10 and k=1000"
+    figures["target_met"] = all(figures[f"k{k}"]["vhgw"]["speedup_vs_scipy"] >= 5
+                                for k in (10, 1000))
+    return figures
+
+
+if __name__ == "__main__":
+    bench_main(__file__, run)
