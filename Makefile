@@ -16,7 +16,8 @@ demo: setup node                   ## set up, run the quick tour of every topic,
 	$(DN) site build || exit $$?; \
 	echo "open $(CURDIR)/site/index.html"; exit $$status
 
-test: setup-dev node browser       ## set up, run the whole test suite
+test: setup-dev node browser       ## set up, lint, run the whole test suite
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 $(PY):
