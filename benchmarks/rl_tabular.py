@@ -68,9 +68,9 @@ def _learners(env) -> dict:
     Each entry maps (episodes, seed, q_star) to a Solution. TD learners: alpha 0.3, epsilon
     0.2 -> 0 over half the budget, exploring starts; off-policy Q-learning learns from uniformly
     random behaviour; MC Exploring Starts updates with a constant step 0.1 (sample averages keep
-    the returns of early, poor policies for ever); MC epsilon-greedy decays epsilon 0.5 -> 0 over
-    half the budget with a constant step 0.1 (a constant epsilon would converge to the best
-    epsilon-greedy policy instead).
+    the returns of early, poor policies for ever); MC epsilon-greedy keeps epsilon 0.1 (whose best
+    epsilon-greedy policy has an optimal greedy core) with the step 1/n^0.7, and gets
+    BUDGET_SCALE times the episode budget of the others.
     """
     S, A = env.n_states, env.n_actions
     uniform = np.full((S, A), 1 / A)
@@ -89,12 +89,13 @@ def _learners(env) -> dict:
         "mc_exploring_starts": lambda n, seed, q: mc.mc_exploring_starts(
             env, n, TD_LENGTH, True, seed, alpha=0.1, q_star=q),
         "mc_epsilon_greedy": lambda n, seed, q: mc.mc_epsilon_greedy(
-            env, n, TD_LENGTH, 0.5, seed, epsilon_final=0.0, decay_fraction=0.5, alpha=0.1,
-            q_star=q),
+            env, n, TD_LENGTH, 0.1, seed, step_power=0.7, q_star=q),
     }
 
 
 TD_LENGTH = 20
+#: MC epsilon-greedy needs far more episodes than the TD learners (see the monte-carlo-rl post).
+BUDGET_SCALE = {"mc_epsilon_greedy": 20}
 THROUGHPUT = ("q_learning", "sarsa", "expected_sarsa", "n_step_sarsa_3", "mc_exploring_starts")
 
 
@@ -153,7 +154,8 @@ def run(quick: bool = False) -> dict:
         figures["layouts"][layout] = {
             "states": env.n_states,
             "throughput": {n: _throughput(env, n, steps) for n in (*THROUGHPUT, "td0")},
-            "to_optimal": {n: _to_optimal(env, n, budget[layout]) for n in _learners(env)},
+            "to_optimal": {n: _to_optimal(env, n, budget[layout] * BUDGET_SCALE.get(n, 1))
+                           for n in _learners(env)},
         }
     figures["settings"] = " ".join(_learners.__doc__.split("\n\n")[1].split())
     figures["target_env_steps_per_s"] = 1e5

@@ -345,13 +345,13 @@ def mc_basic_kernel(nxt, rew, slip, gamma, policy, episodes_per_pair, episode_le
 
 @njit(cache=True)
 def mc_control_kernel(nxt, rew, slip, gamma, q, counts, epsilons, exploring_starts, first_visit,
-                      alpha, episode_length, tail, seed, target, v_star, opt_mask, returns,
-                      steps_to_target, v_error, opt_frac):
+                      alpha, step_power, episode_length, tail, seed, target, v_star, opt_mask,
+                      returns, steps_to_target, v_error, opt_frac):
     """MC control with exploring starts or ε-greedy exploration; q is improved after each episode.
 
     Each episode records ``episode_length`` visits and then runs ``tail`` more steps whose rewards
-    only lengthen the returns of the recorded visits. ``alpha <= 0`` averages returns
-    (step 1/N(s, a)); otherwise a constant step ``alpha`` is used.
+    only lengthen the returns of the recorded visits. ``alpha <= 0`` uses the step
+    1/N(s, a)**step_power (``step_power=1`` averages returns); otherwise a constant ``alpha``.
     """
     np.random.seed(seed)
     S, A = q.shape
@@ -390,7 +390,12 @@ def mc_control_kernel(nxt, rew, slip, gamma, q, counts, epsilons, exploring_star
             if first_visit and first[s, a] != t:
                 continue
             counts[s, a] += 1
-            step = alpha if alpha > 0.0 else 1.0 / counts[s, a]
+            if alpha > 0.0:
+                step = alpha
+            elif step_power == 1.0:
+                step = 1.0 / counts[s, a]  # exact sample average
+            else:
+                step = counts[s, a] ** (-step_power)
             q[s, a] += step * (g - q[s, a])
         returns[ep] = total
         steps_to_target[ep] = hit

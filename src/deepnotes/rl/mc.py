@@ -97,13 +97,16 @@ def mc_basic(env, episodes_per_pair: int = 1, episode_length: int = 100, iterati
 
 
 def _mc_control(env, episodes, episode_length, epsilons, exploring_starts, first_visit, alpha,
-                tail, seed, v_star, q_star, tie_tol) -> Solution:
+                tail, seed, v_star, q_star, tie_tol, step_power: float = 1.0) -> Solution:
     nxt, rew, slip, gamma, target = K.env_arrays(env)
     S, A = nxt.shape
     episode_length = K.check_count(episode_length, "episode_length")
     tail = _tail(tail, gamma)
     if alpha is None:
         step = 0.0
+        if not 0.5 < step_power <= 1.0:
+            raise ValueError(f"step_power must be in (0.5, 1] (the Robbins-Monro conditions), "
+                             f"got {step_power}")
     else:
         step = float(alpha)
         if not 0.0 < step <= 1.0:
@@ -113,8 +116,9 @@ def _mc_control(env, episodes, episode_length, epsilons, exploring_starts, first
     returns, v_error, opt_frac = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
     steps_to_target = np.zeros(episodes, np.int64)
     K.mc_control_kernel(nxt, rew, slip, gamma, q, counts, epsilons, exploring_starts,
-                        bool(first_visit), step, episode_length, tail, K.check_seed(seed), target,
-                        v_ref, mask, returns, steps_to_target, v_error, opt_frac)
+                        bool(first_visit), step, float(step_power), episode_length, tail,
+                        K.check_seed(seed), target, v_ref, mask, returns, steps_to_target,
+                        v_error, opt_frac)
     history = K.control_history(returns, steps_to_target, v_error, opt_frac, len(v_ref) > 0,
                                 mask.size > 0, episode_length + tail)
     history["visits"] = counts.tolist()
@@ -157,7 +161,7 @@ def mc_exploring_starts(env, episodes: int, episode_length: int = 50, first_visi
 def mc_epsilon_greedy(env, episodes: int, episode_length: int = 50, epsilon: float = 0.1,
                       seed: int = 0, first_visit: bool = False, *,
                       epsilon_final: float | None = None, decay_fraction: float = 1.0,
-                      alpha: float | None = None,
+                      alpha: float | None = None, step_power: float = 1.0,
                       tail: int | None = None, v_star=None, q_star=None,
                       tie_tol: float = 1e-6) -> Solution:
     """MC ε-greedy (Eq. 5): episodes start in a uniformly random state and follow the ε-greedy
@@ -171,6 +175,12 @@ def mc_epsilon_greedy(env, episodes: int, episode_length: int = 50, epsilon: flo
     ----------
     epsilon : float in [0, 1]       exploration rate of the first episode
     epsilon_final : float or None   final exploration rate (None: constant)
+    step_power : float in (0.5, 1]  with ``alpha=None``, the step of the n-th update of q(s, a)
+                                    is 1/n**step_power: 1 averages every return ever seen (so
+                                    returns of early, poorer policies are never forgotten);
+                                    smaller powers forget them faster and still satisfy the
+                                    Robbins–Monro conditions (see the stochastic-approximation
+                                    post)
     decay_fraction : float in (0, 1]  ε decays linearly over this fraction of the episodes
     other parameters as in :func:`mc_exploring_starts`
     """
@@ -178,7 +188,7 @@ def mc_epsilon_greedy(env, episodes: int, episode_length: int = 50, epsilon: flo
     epsilons = K.schedule(epsilon, epsilon_final, episodes, "epsilon", open_low=False,
                           decay_fraction=decay_fraction)
     return _mc_control(env, episodes, episode_length, epsilons, False, first_visit, alpha, tail,
-                       seed, v_star, q_star, tie_tol)
+                       seed, v_star, q_star, tie_tol, step_power)
 
 
 def mc_evaluate(env, policy, episodes: int, episode_length: int = 50, seed: int = 0, *,
