@@ -1,0 +1,61 @@
+"""Normalizing flows: invertible layers with tractable log-determinants, and models built on them.
+
+Every layer maps data -> noise in ``forward(x) -> (z, log_det)`` and back in
+``inverse(z) -> (x, log_det)``, ``log_det`` of shape (B,). :class:`Flow` composes layers with a
+base density and gives ``log_prob``, ``sample`` and ``nll_bits_per_dim``.
+
+- ``base``: :class:`Flow`, :class:`FlowLayer`, :class:`Inverse`, :class:`Reverse`,
+  :class:`Permute`, :class:`LogitTransform`, :class:`StandardNormal`, :class:`StandardLogistic`
+- ``coupling``: :class:`AdditiveCoupling`, :class:`AffineCoupling`, :class:`Scaling`,
+  :func:`coupling_mask`
+- ``glow``: :class:`ActNorm`, :class:`InvertibleConv1x1`
+- ``planar``: :class:`PlanarFlow`, :class:`RadialFlow`
+- ``models``: :class:`NICE`, :class:`RealNVP`, :class:`Glow`, :class:`PlanarStack`,
+  :class:`RadialStack`
+"""
+
+from deepnotes.generative.flows.base import (
+    Flow,
+    FlowLayer,
+    Inverse,
+    LogitTransform,
+    Permute,
+    Reverse,
+    StandardLogistic,
+    StandardNormal,
+)
+from deepnotes.generative.flows.coupling import (
+    MLP,
+    AdditiveCoupling,
+    AffineCoupling,
+    Scaling,
+    coupling_mask,
+)
+from deepnotes.generative.flows.glow import ActNorm, InvertibleConv1x1
+from deepnotes.generative.flows.models import NICE, Glow, PlanarStack, RadialStack, RealNVP
+from deepnotes.generative.flows.planar import PlanarFlow, RadialFlow
+
+__all__ = [
+    "MLP",
+    "NICE",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Flow",
+    "FlowLayer",
+    "Glow",
+    "Inverse",
+    "InvertibleConv1x1",
+    "LogitTransform",
+    "Permute",
+    "PlanarFlow",
+    "PlanarStack",
+    "RadialFlow",
+    "RadialStack",
+    "RealNVP",
+    "Reverse",
+    "Scaling",
+    "StandardLogistic",
+    "StandardNormal",
+    "coupling_mask",
+]
