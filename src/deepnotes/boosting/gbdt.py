@@ -1,0 +1,465 @@
+"""Gradient-boosted decision trees with scikit-learn estimators: XGBoost's algorithm.
+
+Round ``m`` fits a tree ``f_m`` to the second-order Taylor expansion of the loss around the current
+raw scores ``F_{m-1}`` (Eq. 2 of the post) and adds it with shrinkage:
+``F_m = F_{m-1} + eta * f_m`` (Chen & Guestrin, 2016, "XGBoost: A Scalable Tree Boosting
+System", KDD). Trees come from :mod:`deepnotes.boosting.grower` (``tree_method='hist'``) or
+:mod:`deepnotes.boosting.exact` (``tree_method='exact'``); see those modules for the split search.
+Parameters keep xgboost's names and meaning; see ``deepnotes.boosting.splitting`` for how
+``gamma`` relates to xgboost's.
+"""
+
+from __future__ import annotations
+
+import numbers
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from deepnotes.boosting import exact as _exact
+from deepnotes.boosting import model_io
+from deepnotes.boosting.binning import BinMapper
+from deepnotes.boosting.grower import TreeParams, add_leaf_values, grow_tree
+from deepnotes.boosting.metrics import MAXIMIZE, METRICS
+from deepnotes.boosting.objectives import (
+    CLASSIFICATION,
+    REGRESSION,
+    CustomObjective,
+    Objective,
+    sigmoid,
+)
+from deepnotes.boosting.predictor import Forest, make_forest, predict_binned_rows, predict_raw
+
+IMPORTANCE_TYPES = ("gain", "weight", "cover", "total_gain", "total_cover")
+
+
+@contextmanager
+def _threads(n_jobs):
+    """Run numba kernels on ``n_jobs`` threads (None or -1: all), restoring the previous count."""
+    prev = numba.get_num_threads()
+    limit = numba.config.NUMBA_NUM_THREADS
+    n = limit if n_jobs is None or n_jobs == -1 else min(int(n_jobs), limit)
+    numba.set_num_threads(max(n, 1))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
+def _check(name, value, kind, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+class _BaseGBDT(BaseEstimator):
+    """Shared fitting, prediction and persistence of :class:`GBDTRegressor` / ``Classifier``.
+
+    Parameters (xgboost's names and meaning)
+    ----------------------------------------
+    n_estimators : int             boosting rounds
+    learning_rate : float > 0      shrinkage eta of every tree (Eq. 1)
+    max_depth : int >= 0           depth limit; 0 = none (lossguide with max_leaves only)
+    max_leaves : int >= 0          leaf limit, 0 = none (lossguide's budget; hist only)
+    grow_policy : 'depthwise' | 'lossguide'
+    min_child_weight : float       minimum hessian sum of a child
+    reg_lambda, reg_alpha : float  L2 / L1 penalties on leaf weights (Eq. 3)
+    gamma : float                  minimum gain of a split (Eq. 4; half of xgboost's scale)
+    subsample : float in (0, 1]    Bernoulli row sampling per round
+    colsample_bytree, colsample_bynode : float in (0, 1]   feature sampling per tree / node
+    max_bin : int                  non-missing bins per feature (``tree_method='hist'``)
+    tree_method : 'hist' | 'exact'
+    objective : str or callable    see the subclasses
+    base_score : float or None     starting prediction (a probability for binary:logistic);
+                                   None: the weighted mean / log-odds / log class priors
+    eval_metric : str or None      'rmse', 'logloss', 'auc', 'error' or 'mlogloss'
+    importance_type : str          'gain', 'weight', 'cover', 'total_gain' or 'total_cover'
+    n_jobs : int or None           numba threads (None or -1: all)
+    random_state : int, RandomState or None   None means 0, as in xgboost (refits agree)
+    """
+
+    def __init__(self, n_estimators=100, learning_rate=0.3, max_depth=6, max_leaves=0,
+                 grow_policy="depthwise", min_child_weight=1.0, reg_lambda=1.0, reg_alpha=0.0,
+                 gamma=0.0, subsample=1.0, colsample_bytree=1.0, colsample_bynode=1.0,
+                 max_bin=256, tree_method="hist", objective=None, base_score=None,
+                 eval_metric=None, importance_type="gain", n_jobs=None, random_state=None):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.max_leaves = max_leaves
+        self.grow_policy = grow_policy
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.reg_alpha = reg_alpha
+        self.gamma = gamma
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.colsample_bynode = colsample_bynode
+        self.max_bin = max_bin
+        self.tree_method = tree_method
+        self.objective = objective
+        self.base_score = base_score
+        self.eval_metric = eval_metric
+        self.importance_type = importance_type
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    # --- parameters ------------------------------------------------------------------------
+    def _validate_params(self):
+        real, integ = numbers.Real, numbers.Integral
+        _check("n_estimators", self.n_estimators, integ, 1)
+        _check("learning_rate", self.learning_rate, real, 0, low_open=True)
+        _check("max_depth", self.max_depth, integ, 0)
+        _check("max_leaves", self.max_leaves, integ, 0)
+        if self.grow_policy not in ("depthwise", "lossguide"):
+            raise ValueError(f"grow_policy must be 'depthwise' or 'lossguide', "
+                             f"got {self.grow_policy!r}")
+        if self.max_depth == 0 and (self.grow_policy != "lossguide" or self.max_leaves == 0):
+            raise ValueError("max_depth=0 (no limit) needs grow_policy='lossguide' and "
+                             "max_leaves > 0")
+        for name in ("min_child_weight", "reg_lambda", "reg_alpha", "gamma"):
+            _check(name, getattr(self, name), real, 0)
+        for name in ("subsample", "colsample_bytree", "colsample_bynode"):
+            _check(name, getattr(self, name), real, 0, 1, low_open=True)
+        _check("max_bin", self.max_bin, integ, 2, 65535)
+        if self.tree_method not in ("hist", "exact"):
+            raise ValueError(f"tree_method must be 'hist' or 'exact', got {self.tree_method!r}")
+        if self.tree_method == "exact" and self.grow_policy != "depthwise":
+            raise ValueError("tree_method='exact' supports grow_policy='depthwise' only")
+        if self.tree_method == "exact" and self.max_leaves > 0:
+            raise ValueError("tree_method='exact' does not support max_leaves; use 'hist'")
+        if self.eval_metric is not None and self.eval_metric not in METRICS:
+            raise ValueError(f"eval_metric must be one of {sorted(METRICS)}, "
+                             f"got {self.eval_metric!r}")
+        if self.importance_type not in IMPORTANCE_TYPES:
+            raise ValueError(f"importance_type must be one of {IMPORTANCE_TYPES}, "
+                             f"got {self.importance_type!r}")
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral)
+                                        or self.n_jobs == 0 or self.n_jobs < -1):
+            raise ValueError(f"n_jobs must be None, -1 or a positive int, got {self.n_jobs!r}")
+        if self.base_score is not None:
+            _check("base_score", self.base_score, real)
+
+    def _tree_params(self) -> TreeParams:
+        return TreeParams(max_depth=self.max_depth, max_leaves=self.max_leaves,
+                          grow_policy=self.grow_policy,
+                          min_child_weight=float(self.min_child_weight),
+                          reg_lambda=float(self.reg_lambda), reg_alpha=float(self.reg_alpha),
+                          gamma=float(self.gamma), learning_rate=float(self.learning_rate),
+                          colsample_bynode=float(self.colsample_bynode))
+
+    # --- fitting ---------------------------------------------------------------------------
+    def _make_objective(self, y) -> tuple[Objective, np.ndarray]:
+        raise NotImplementedError
+
+    def _metric_input(self, raw):
+        """Transformed predictions in the form :mod:`metrics` expects."""
+        return self._objective.transform(raw)
+
+    def fit(self, X, y, sample_weight=None, eval_set=None, early_stopping_rounds=None):
+        """Boost ``n_estimators`` rounds of trees.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame, shape (n_samples, n_features); NaN means missing
+        y : array-like, shape (n_samples,)
+        sample_weight : array-like, shape (n_samples,), non-negative, optional
+        eval_set : list of (X, y) pairs, optional
+            Evaluated after every round into ``evals_result_``; the last one drives early stopping.
+        early_stopping_rounds : int, optional
+            Stop when the last eval set's metric has not improved for this many rounds; the model
+            keeps the trees up to the best round (``best_iteration_``).
+        """
+        self._validate_params()
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                             y_numeric=not isinstance(self, ClassifierMixin))
+        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not np.sum(w) > 0:
+            raise ValueError("sample_weight sums to zero")
+        obj, y_enc = self._make_objective(y)
+        self._objective = obj
+        if early_stopping_rounds is not None:
+            _check("early_stopping_rounds", early_stopping_rounds, numbers.Integral, 1)
+            if not eval_set:
+                raise ValueError("early_stopping_rounds needs an eval_set")
+        evals = []
+        for k, pair in enumerate(eval_set or []):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError("eval_set must be a list of (X, y) pairs")
+            Xe = validate_data(self, pair[0], reset=False, ensure_all_finite="allow-nan",
+                               dtype=np.float64)
+            ye = self._encode_eval_labels(np.asarray(pair[1]))
+            if len(ye) != len(Xe):
+                raise ValueError(f"eval_set[{k}]: X has {len(Xe)} rows but y has {len(ye)}")
+            evals.append((np.ascontiguousarray(Xe), ye))
+        metric_name = self.eval_metric or obj.default_metric
+        metric = METRICS[metric_name]
+        # None means seed 0, as in xgboost: a refit gives the same model (the bin-edge
+        # subsample and any row/column sampling all draw from this generator).
+        seed = 0 if self.random_state is None else self.random_state
+        rng = np.random.default_rng(check_random_state(seed).randint(2**31 - 1))
+        with _threads(self.n_jobs):
+            self._boost(X, y_enc, w, evals, metric_name, metric, early_stopping_rounds, rng)
+        return self
+
+    def _encode_eval_labels(self, y):
+        return np.asarray(y, dtype=np.float64)
+
+    def _boost(self, X, y, w, evals, metric_name, metric, early_stopping_rounds, rng):
+        n, n_features = X.shape
+        obj = self._objective
+        K = obj.n_outputs
+        base = (obj.init_score(y, w) if self.base_score is None
+                else np.full(K, self._raw_base_score(float(self.base_score))))
+        self._base_score = np.asarray(base, dtype=np.float64)
+        raw = np.repeat(self._base_score[:, None], n, axis=1)  # (K, n)
+        grad = np.empty((K, n), dtype=np.float32)
+        hess = np.empty((K, n), dtype=np.float32)
+        params = self._tree_params()
+        if self.tree_method == "hist":
+            mapper = BinMapper(self.max_bin, random_state=rng).fit(X, w)
+            Xb = mapper.transform(X)
+        else:
+            presorted = _exact.presort(X)
+        eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
+        self.evals_result_ = {f"validation_{k}": {metric_name: []} for k in range(len(evals))}
+        self._trees, self._tree_class = [], []
+        best_score, best_round, maximize = None, 0, metric_name in MAXIMIZE
+        n_cols = max(1, int(self.colsample_bytree * n_features))
+        for m in range(self.n_estimators):
+            obj.gradients(y, raw, w, grad, hess)
+            if self.subsample < 1.0:
+                mask = rng.random(n) < self.subsample
+                sampled = np.flatnonzero(mask).astype(np.int32)
+                rest = np.flatnonzero(~mask).astype(np.int32)
+            else:
+                sampled, rest = np.arange(n, dtype=np.int32), None
+            features = (np.arange(n_features, dtype=np.int64) if n_cols == n_features
+                        else np.sort(rng.choice(n_features, n_cols, replace=False)))
+            for k in range(K):
+                rows = sampled.copy()
+                if self.tree_method == "hist":
+                    grown = grow_tree(Xb, grad[k], hess[k], rows, rest is None, features,
+                                      mapper.n_edges_, mapper.edges_, mapper.missing_bin,
+                                      params, rng)
+                else:
+                    grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
+                                                   params, rng)
+                tree = grown.tree
+                add_leaf_values(raw[k], rows, grown.leaf_start, grown.leaf_stop, grown.leaf_value)
+                if rest is not None and len(rest):
+                    if self.tree_method == "hist":
+                        predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
+                                            tree.default_left, tree.left, tree.right, tree.value,
+                                            mapper.missing_bin, raw[k])
+                    else:
+                        out = np.zeros((len(rest), 1))
+                        predict_raw(make_forest([tree], [0]), X[rest], out)
+                        raw[k, rest] += out[:, 0]
+                self._trees.append(tree)
+                self._tree_class.append(k)
+            if evals:
+                new = make_forest(self._trees[-K:], self._tree_class[-K:])
+                for e, (Xe, ye) in enumerate(evals):
+                    predict_raw(new, Xe, eval_raw[e])
+                    score = metric(ye, self._metric_for(metric_name, eval_raw[e]))
+                    self.evals_result_[f"validation_{e}"][metric_name].append(score)
+                if early_stopping_rounds is not None:
+                    if (best_score is None or (score > best_score if maximize
+                                               else score < best_score)):
+                        best_score, best_round = score, m
+                    elif m - best_round >= early_stopping_rounds:
+                        break
+        if early_stopping_rounds is not None:
+            self.best_iteration_, self.best_score_ = best_round, best_score
+            del self._trees[(best_round + 1) * K:]
+            del self._tree_class[(best_round + 1) * K:]
+        self._finish()
+
+    def _raw_base_score(self, value):
+        return value
+
+    def _metric_for(self, metric_name, raw):
+        pred = self._objective.transform(raw)
+        if metric_name in ("logloss", "auc", "error") and pred.ndim == 2:
+            return pred[:, -1]
+        return pred[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred
+
+    def _finish(self):
+        self._forest = make_forest(self._trees, self._tree_class)
+        self.n_trees_per_round_ = self._objective.n_outputs
+
+    # --- prediction ------------------------------------------------------------------------
+    @property
+    def forest_(self) -> Forest:
+        check_is_fitted(self, "_forest")
+        return self._forest
+
+    @property
+    def trees_(self):
+        """The fitted trees in boosting order (K per round for K-class softmax)."""
+        check_is_fitted(self, "_forest")
+        return list(self._trees)
+
+    @property
+    def n_rounds_(self) -> int:
+        check_is_fitted(self, "_forest")
+        return len(self._trees) // self.n_trees_per_round_
+
+    def _check_X(self, X):
+        check_is_fitted(self, "_forest")
+        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
+                             dtype=np.float64)
+
+    def decision_function_raw(self, X) -> np.ndarray:
+        """Raw scores ``F(x)``, shape (n_samples, K): base score plus every tree (Eq. 1)."""
+        X = self._check_X(X)
+        out = np.repeat(self._base_score[None, :], X.shape[0], axis=0)
+        with _threads(self.n_jobs):
+            return predict_raw(self._forest, X, out)
+
+    def _staged_raw(self, X):
+        X = self._check_X(X)
+        out = np.repeat(self._base_score[None, :], X.shape[0], axis=0)
+        K = self.n_trees_per_round_
+        with _threads(self.n_jobs):
+            for m in range(self.n_rounds_):
+                predict_raw(make_forest(self._trees[m * K:(m + 1) * K], self._tree_class[
+                    m * K:(m + 1) * K]), X, out)
+                yield out.copy()
+
+    # --- importances -----------------------------------------------------------------------
+    def get_score(self, importance_type: str | None = None) -> np.ndarray:
+        """Unnormalised importance per feature, shape (n_features,): ``weight`` = number of
+        splits, ``gain`` / ``cover`` = mean gain (Eq. 4) / hessian cover of its splits,
+        ``total_gain`` / ``total_cover`` = their sums."""
+        check_is_fitted(self, "_forest")
+        kind = importance_type or self.importance_type
+        if kind not in IMPORTANCE_TYPES:
+            raise ValueError(f"importance_type must be one of {IMPORTANCE_TYPES}, got {kind!r}")
+        nf = self.n_features_in_
+        count, gain, cover = np.zeros(nf), np.zeros(nf), np.zeros(nf)
+        for t in self._trees:
+            split = t.left != -1
+            f = t.feature[split]
+            count += np.bincount(f, minlength=nf)
+            gain += np.bincount(f, weights=t.gain[split], minlength=nf)
+            cover += np.bincount(f, weights=t.cover[split], minlength=nf)
+        safe = np.maximum(count, 1)
+        return {"weight": count, "gain": gain / safe, "cover": cover / safe,
+                "total_gain": gain, "total_cover": cover}[kind]
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """``get_score(importance_type)`` normalised to sum 1 (zeros when there is no split)."""
+        s = self.get_score()
+        return s / s.sum() if s.sum() > 0 else s
+
+    # --- persistence -----------------------------------------------------------------------
+    def save_model(self, path) -> None:
+        """Write the fitted model as JSON (format: :mod:`deepnotes.boosting.model_io`)."""
+        check_is_fitted(self, "_forest")
+        model_io.save(self, path)
+
+    def load_model(self, path):
+        """Replace this estimator's parameters and fitted state by those saved at ``path``."""
+        model_io.load_into(self, path)
+        return self
+
+
+class GBDTRegressor(RegressorMixin, _BaseGBDT):
+    """Gradient-boosted trees for regression (``objective='reg:squarederror'`` or a callable
+    ``obj(y_true, y_pred) -> (grad, hess)``). Parameters: see the module docstring and xgboost's
+    ``XGBRegressor``; ``max_bin`` counts non-missing bins, NaN gets one more."""
+
+    def _make_objective(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        if callable(self.objective):
+            return CustomObjective(self.objective), y
+        name = self.objective or "reg:squarederror"
+        if name not in REGRESSION:
+            raise ValueError(f"objective must be one of {sorted(REGRESSION)} or a callable, "
+                             f"got {name!r}")
+        return REGRESSION[name](1), y
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions, shape (n_samples,)."""
+        return self.decision_function_raw(X)[:, 0]
+
+    def staged_predict(self, X):
+        """Predictions after each boosting round (a generator of arrays of shape (n_samples,))."""
+        for raw in self._staged_raw(X):
+            yield raw[:, 0]
+
+
+class GBDTClassifier(ClassifierMixin, _BaseGBDT):
+    """Gradient-boosted trees for classification: ``binary:logistic`` for two classes,
+    ``multi:softprob`` (one tree per class per round) for more. Labels may be any sortable
+    values; ``classes_`` holds them."""
+
+    def _make_objective(self, y):
+        check_classification_targets(y)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"Classifier can't train when only one class is present "
+                             f"(got class {self.classes_[0]!r})")
+        self.n_classes_ = len(self.classes_)
+        name = self.objective or ("binary:logistic" if self.n_classes_ == 2
+                                  else "multi:softprob")
+        if name not in CLASSIFICATION:
+            raise ValueError(f"objective must be one of {sorted(CLASSIFICATION)}, got {name!r}")
+        if (name == "binary:logistic") != (self.n_classes_ == 2):
+            raise ValueError(f"objective {name!r} does not fit {self.n_classes_} classes")
+        return CLASSIFICATION[name](1 if self.n_classes_ == 2 else self.n_classes_), \
+            y_enc.astype(np.float64)
+
+    def _raw_base_score(self, value):
+        if self.n_classes_ == 2:  # base_score is a probability, as in xgboost
+            if not 0 < value < 1:
+                raise ValueError(f"base_score must be in (0, 1) for binary:logistic, got {value}")
+            return float(np.log(value / (1 - value)))
+        raise ValueError("base_score is not supported for multi:softprob (it starts from the "
+                         "log class priors)")
+
+    def _encode_eval_labels(self, y):
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[idx] == y):
+            raise ValueError("eval_set labels contain classes not seen in y")
+        return idx.astype(np.float64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes)."""
+        raw = self.decision_function_raw(X)
+        return self._objective.transform(raw)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class labels, shape (n_samples,)."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def staged_predict_proba(self, X):
+        """Class probabilities after each boosting round."""
+        for raw in self._staged_raw(X):
+            yield self._objective.transform(raw)
+
+    def staged_predict(self, X):
+        """Predicted labels after each boosting round."""
+        for proba in self.staged_predict_proba(X):
+            yield self.classes_[np.argmax(proba, axis=1)]
+
+
+__all__ = ["GBDTClassifier", "GBDTRegressor", "sigmoid"]

@@ -1,0 +1,323 @@
+"""Growing one tree on binned data: depth-wise or loss-guided (best-first).
+
+Rows of a node occupy a contiguous slice ``rows[start:stop]`` of one index array; splitting a
+node partitions its slice stably (left rows first), so every slice stays in ascending row order
+and the histogram kernel gathers memory front to back. The Python loop here runs over *nodes*
+(at most ``2 * max_leaves`` of them); everything that touches rows is a numba kernel.
+
+- ``grow_policy='depthwise'``: nodes are split level by level, up to ``max_depth`` (xgboost's
+  default policy). Each level is one parallel partition pass and one parallel histogram pass
+  over (node, feature) tasks (``histogram.build_level``), so a tree costs ``max_depth``
+  parallel regions rather than one per node.
+- ``grow_policy='lossguide'``: the open node with the largest gain is split next, until
+  ``max_leaves`` leaves (LightGBM's leaf-wise growth; ``max_depth=0`` means no depth limit).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from deepnotes.boosting.histogram import (
+    build_histogram,
+    build_histogram_root,
+    build_level,
+    subtract_histogram,
+)
+from deepnotes.boosting.predictor import Tree, tree_from_lists
+from deepnotes.boosting.splitting import find_best_split, leaf_weight
+
+
+@dataclass
+class TreeParams:
+    """Hyper-parameters of one tree (xgboost names; see ``deepnotes.boosting.GBDTRegressor``)."""
+
+    max_depth: int = 6
+    max_leaves: int = 0
+    grow_policy: str = "depthwise"
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    reg_alpha: float = 0.0
+    gamma: float = 0.0
+    learning_rate: float = 0.3
+    colsample_bynode: float = 1.0
+
+
+#: Nodes with more rows are partitioned by chunks in parallel (two passes); smaller ones in one.
+PARALLEL_PARTITION_ROWS = 65536
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _goes_left(b, bin_threshold, missing_bin, default_left):  # pragma: no cover - numba
+    # Branch-free: which side a row goes is data-dependent and unpredictable.
+    missing = b == missing_bin
+    return ((b <= bin_threshold) & ~missing) | (missing & default_left)
+
+
+@njit(cache=True, nogil=True)
+def _partition_serial(rows, start, stop, col, bin_threshold, missing_bin, default_left,
+                      buf):  # pragma: no cover - numba
+    # Every row is written to both candidate places and only the counter of its side advances:
+    # no branch to mispredict. rows[start + nl] is safe to overwrite: start + nl <= i.
+    nl = 0
+    nr = 0
+    for i in range(start, stop):
+        r = rows[i]
+        left = np.int64(_goes_left(col[r], bin_threshold, missing_bin, default_left))
+        rows[start + nl] = r
+        buf[nr] = r
+        nl += left
+        nr += 1 - left
+    for i in range(nr):
+        rows[start + nl + i] = buf[i]
+    return nl
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def partition_level(rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
+                    default_left, buf, n_left):  # pragma: no cover - numba
+    """Partition the disjoint slices ``rows[starts[s]:stops[s]]`` of one level, one node per
+    task (see :func:`partition_rows`); ``n_left[s]`` receives each node's left count."""
+    for s in prange(starts.shape[0]):
+        a, b = starts[s], stops[s]
+        n_left[s] = _partition_serial(rows, a, b, X_binned[:, features[s]], bin_thresholds[s],
+                                      missing_bin, default_left[s], buf[a:b])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_left,
+                   buf):  # pragma: no cover - numba
+    """Stable in-place partition of ``rows[start:stop]``: rows with ``col[r] <= bin_threshold``
+    (or missing and ``default_left``) first. Returns the number of left rows.
+
+    Large nodes: every chunk counts its left rows, a prefix sum gives each chunk its offsets on
+    both sides, and the chunks scatter in parallel into ``buf`` (stable: chunks are in order)."""
+    m = stop - start
+    if m < PARALLEL_PARTITION_ROWS:
+        return _partition_serial(rows, start, stop, col, bin_threshold, missing_bin,
+                                 default_left, buf)
+    n_chunks = 16
+    size = (m + n_chunks - 1) // n_chunks
+    n_left = np.zeros(n_chunks, dtype=np.int64)
+    for c in prange(n_chunks):
+        cnt = 0
+        for i in range(start + c * size, min(stop, start + (c + 1) * size)):
+            if _goes_left(col[rows[i]], bin_threshold, missing_bin, default_left):
+                cnt += 1
+        n_left[c] = cnt
+    total_left = 0
+    left_off = np.empty(n_chunks, dtype=np.int64)
+    right_off = np.empty(n_chunks, dtype=np.int64)
+    for c in range(n_chunks):
+        left_off[c] = total_left
+        total_left += n_left[c]
+    for c in range(n_chunks):
+        right_off[c] = total_left + c * size - left_off[c]
+    for c in prange(n_chunks):
+        a = left_off[c]
+        b = right_off[c]
+        for i in range(start + c * size, min(stop, start + (c + 1) * size)):
+            r = rows[i]
+            if _goes_left(col[r], bin_threshold, missing_bin, default_left):
+                buf[a] = r
+                a += 1
+            else:
+                buf[b] = r
+                b += 1
+    for i in prange(m):
+        rows[start + i] = buf[i]
+    return total_left
+
+
+@njit(cache=True, nogil=True)
+def add_leaf_values(out, rows, starts, stops, values):  # pragma: no cover - numba
+    """``out[rows[start:stop]] += value`` for every leaf: the training scores' update."""
+    for leaf in range(starts.shape[0]):
+        v = values[leaf]
+        for i in range(starts[leaf], stops[leaf]):
+            out[rows[i]] += v
+
+
+class _Node:
+    __slots__ = ("id", "start", "stop", "depth", "g", "h", "hist", "split")
+
+    def __init__(self, node_id, start, stop, depth, g, h):
+        self.id, self.start, self.stop, self.depth = node_id, start, stop, depth
+        self.g, self.h = g, h
+        self.hist = None
+        self.split = None
+
+
+@dataclass
+class GrownTree:
+    """A tree and where its leaves' training rows are: ``rows[leaf_start[k]:leaf_stop[k]]``."""
+
+    tree: Tree
+    leaf_start: np.ndarray
+    leaf_stop: np.ndarray
+    leaf_value: np.ndarray
+
+
+def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np.ndarray,
+              all_rows: bool, features: np.ndarray, n_edges: np.ndarray, edges: np.ndarray,
+              missing_bin: int, params: TreeParams, rng: np.random.Generator) -> GrownTree:
+    """Grow one tree on the gradients ``grad, hess`` (float32, shape (n_samples,)).
+
+    Parameters
+    ----------
+    X_binned : ndarray, shape (n_samples, n_features), Fortran order (from ``BinMapper``)
+    rows : ndarray of int32, shape (m,)   the rows this tree sees, ascending; reordered in place
+    all_rows : bool                       ``rows`` is ``arange(n_samples)`` (no subsampling)
+    features : ndarray of int64           features this tree may use (ascending)
+    n_edges, edges, missing_bin           the bin mapper's ``n_edges_``, ``edges_``, ``max_bin``
+    rng                                   draws the per-node feature subsample
+    """
+    p = params
+    n_bins = missing_bin + 1
+    n_features = X_binned.shape[1]
+    buf = np.empty(rows.shape[0], dtype=rows.dtype)
+    cols = {}
+
+    def column(j):
+        if j not in cols:
+            cols[j] = X_binned[:, j]
+        return cols[j]
+
+    def node_features():
+        if p.colsample_bynode >= 1.0:
+            return features
+        k = max(1, int(p.colsample_bynode * len(features) + 0.5))
+        return np.sort(rng.choice(features, size=k, replace=False))
+
+    def evaluate(node):
+        node.split = find_best_split(node.hist, node_features(), n_edges, missing_bin, node.g,
+                                     node.h, p.reg_lambda, p.reg_alpha, p.gamma,
+                                     p.min_child_weight)
+        return node.split[1] >= 0
+
+    def can_split(depth, n_leaves):
+        return ((p.max_depth <= 0 or depth < p.max_depth)
+                and (p.max_leaves <= 0 or n_leaves < p.max_leaves))
+
+    # node arrays, grown as nodes are created
+    cols_out = {k: [] for k in ("feature", "threshold", "bin_threshold", "default_left", "left",
+                                "right", "value", "gain", "cover")}
+
+    def new_node(start, stop, depth, g, h):
+        node = _Node(len(cols_out["value"]), start, stop, depth, g, h)
+        for k, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
+                     ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
+            cols_out[k].append(v)
+        cols_out["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
+        cols_out["cover"].append(h)
+        return node
+
+    root_hist = np.empty((n_features, n_bins, 2))
+    if all_rows:
+        build_histogram_root(X_binned, grad, hess, features, root_hist)
+    else:
+        build_histogram(X_binned, rows, grad, hess, features, root_hist)
+    g0, h0 = root_hist[features[0]].sum(axis=0)
+    root = new_node(0, rows.shape[0], 0, float(g0), float(h0))
+    root.hist = root_hist
+    heap: list = []
+    leaves = {root.id: root}
+    counter = 0
+
+    def push(node):
+        nonlocal counter
+        if evaluate(node):
+            key = node.depth if p.grow_policy == "depthwise" else -node.split[0]
+            heapq.heappush(heap, (key, counter, node))
+            counter += 1
+        node_hist_done = node.split[1] < 0
+        if node_hist_done:
+            node.hist = None
+
+    def record_split(node, n_left):
+        gain, f, b, dl, gl, hl = node.split
+        mid = node.start + n_left
+        left = new_node(node.start, mid, node.depth + 1, gl, hl)
+        right = new_node(mid, node.stop, node.depth + 1, node.g - gl, node.h - hl)
+        i = node.id
+        cols_out["feature"][i] = f
+        cols_out["threshold"][i] = float(edges[f, b]) if b < edges.shape[1] else np.inf
+        cols_out["bin_threshold"][i] = b
+        cols_out["default_left"][i] = int(dl)
+        cols_out["left"][i], cols_out["right"][i] = left.id, right.id
+        cols_out["gain"][i] = gain
+        del leaves[i]
+        leaves[left.id] = left
+        leaves[right.id] = right
+        small, large = (left, right) if n_left <= node.stop - mid else (right, left)
+        return left, right, small, large
+
+    if p.grow_policy == "depthwise" and p.max_leaves <= 0:
+        # Level-synchronous: one parallel partition and one parallel histogram pass per level,
+        # instead of one per node. Same trees (nodes are split in the same order).
+        frontier = [root] if can_split(0, 1) and evaluate(root) else []
+        while frontier:
+            m = len(frontier)
+            starts = np.array([nd.start for nd in frontier], dtype=np.int64)
+            stops = np.array([nd.stop for nd in frontier], dtype=np.int64)
+            n_left = np.empty(m, dtype=np.int64)
+            if m == 1:
+                nd = frontier[0]
+                n_left[0] = partition_rows(rows, nd.start, nd.stop, column(nd.split[1]),
+                                           nd.split[2], missing_bin, nd.split[3], buf)
+            else:
+                partition_level(rows, starts, stops, X_binned,
+                                np.array([nd.split[1] for nd in frontier], dtype=np.int64),
+                                np.array([nd.split[2] for nd in frontier], dtype=np.int64),
+                                missing_bin,
+                                np.array([nd.split[3] for nd in frontier], dtype=np.bool_),
+                                buf, n_left)
+            pairs = [record_split(nd, int(k)) for nd, k in zip(frontier, n_left, strict=True)]
+            depth = frontier[0].depth + 1
+            new_frontier = []
+            if can_split(depth, 0):
+                small_h = np.empty((m, n_features, n_bins, 2))
+                parent_h = np.stack([nd.hist for nd in frontier])
+                build_level(X_binned, rows,
+                            np.array([q[2].start for q in pairs], dtype=np.int64),
+                            np.array([q[2].stop for q in pairs], dtype=np.int64),
+                            grad, hess, features, small_h, parent_h)
+                for k, (left, right, small, large) in enumerate(pairs):
+                    small.hist, large.hist = small_h[k], parent_h[k]
+                    for child in (left, right):
+                        if evaluate(child):
+                            new_frontier.append(child)
+                        else:
+                            child.hist = None
+            for nd in frontier:
+                nd.hist = None
+            frontier = new_frontier
+    else:
+        if can_split(0, 1):
+            push(root)
+        while heap:
+            if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
+                break
+            _, _, node = heapq.heappop(heap)
+            n_left = partition_rows(rows, node.start, node.stop, column(node.split[1]),
+                                    node.split[2], missing_bin, node.split[3], buf)
+            left, right, small, large = record_split(node, n_left)
+            if can_split(node.depth + 1, len(leaves)):
+                small.hist = np.empty_like(node.hist)
+                build_histogram(X_binned, rows[small.start:small.stop], grad, hess, features,
+                                small.hist)
+                subtract_histogram(node.hist, small.hist, features, node.hist)
+                large.hist = node.hist
+                push(left)
+                push(right)
+            node.hist = None
+
+    tree = tree_from_lists(**cols_out)
+    ids = sorted(leaves)
+    return GrownTree(tree,
+                     np.array([leaves[k].start for k in ids], dtype=np.int64),
+                     np.array([leaves[k].stop for k in ids], dtype=np.int64),
+                     tree.value[ids].copy())

@@ -1,0 +1,52 @@
+"""deepnotes.boosting.binning: edges, the NaN bin, and the raw-threshold/bin equivalence."""
+
+import numpy as np
+import pytest
+
+from deepnotes.boosting.binning import BinMapper, bin_dtype
+
+
+def test_few_distinct_values_get_one_bin_each_with_midpoint_edges():
+    X = np.array([[3.0], [1.0], [2.0], [2.0], [np.nan], [1.0]])
+    m = BinMapper(max_bin=8).fit(X)
+    assert m.n_edges_[0] == 2
+    np.testing.assert_array_equal(m.edges_[0, :2], [1.5, 2.5])
+    np.testing.assert_array_equal(m.transform(X)[:, 0], [2, 0, 1, 1, 8, 0])
+
+
+def test_quantile_bins_are_balanced_and_bounded():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 3))
+    m = BinMapper(max_bin=16, subsample=None).fit(X)
+    Xb = m.transform(X)
+    assert np.all(m.n_edges_ == 15) and Xb.max() <= 15
+    counts = np.bincount(Xb[:, 0], minlength=16)
+    # exact quantiles of 20000 distinct values: every bin holds 1250 +- 1 rows
+    assert counts.min() >= 1249 and counts.max() <= 1251
+
+
+def test_weighted_quantiles_follow_sample_weight():
+    X = np.arange(1000, dtype=float)[:, None]
+    w = np.where(X[:, 0] < 500, 3.0, 1.0)  # 3/4 of the mass below 500
+    m = BinMapper(max_bin=4, subsample=None).fit(X, w)
+    # the quantile at 1/2 of the weight lies at 1500/3 = rank ~333 of the heavy half
+    assert abs(m.edges_[0, 1] - 333) <= 1.5
+
+
+def test_bin_le_b_iff_x_le_edge():
+    rng = np.random.default_rng(1)
+    X = np.round(rng.normal(size=(5000, 2)), 2)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    m = BinMapper(max_bin=32, subsample=None).fit(X)
+    Xb = m.transform(X)
+    for j in range(2):
+        ok = ~np.isnan(X[:, j])
+        assert np.all(Xb[~ok, j] == 32)
+        for b in range(m.n_edges_[j]):
+            np.testing.assert_array_equal(Xb[ok, j] <= b, X[ok, j] <= m.threshold(j, b))
+
+
+def test_dtype_and_bad_max_bin():
+    assert bin_dtype(255) == np.uint8 and bin_dtype(256) == np.uint16
+    with pytest.raises(ValueError, match="max_bin"):
+        bin_dtype(1)
