@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-from pathlib import Path
 
 import pytest
 
+from post_helpers import write_post
+
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
-
-
-def write_post(directory: Path, slug: str, *, day: int = 1, tags=("test",), title=None,
-               body: str = "Intro.\n\n<!-- more -->\n\nMore with $x^2$.\n") -> Path:
-    """Write a minimal valid post file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    date = dt.date(2026, 1, 1) + dt.timedelta(days=day)
-    tag_list = ", ".join(tags)
-    text = (f"---\ntitle: \"{title or slug}\"\ndate: {date.isoformat()}\ntags: [{tag_list}]\n"
-            f"summary: \"Summary of {slug}.\"\npapers: []\n---\n\n{body}")
-    path = directory / f"{slug}.md"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

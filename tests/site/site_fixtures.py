@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import write_post  # tests/conftest.py: the helper behind the post_factory fixture
+from post_helpers import write_post  # tests/post_helpers.py, also behind post_factory
 
 CHINESE_SLUG = "sui-ji-bi-jin"
 CHINESE_TITLE = "随机逼近的收敛性"
