@@ -133,3 +133,10 @@ def test_bench_runs_and_records(root, capsys):
     assert record["machine"]["logical_cores"] >= 1
     assert cli.main(["bench", "tiny-pear"]) == 2
     assert "did you mean tiny_peer" in capsys.readouterr().err
+
+
+def test_list_into_a_closed_pipe_stops_quietly():
+    code = "from deepnotes.cli import main; raise SystemExit(main(['list']))"
+    cmd = f"{sys.executable} -c \"{code}\" | head -c 10"
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
+    assert out.returncode == 0 and "failed" not in out.stderr and "Error" not in out.stderr

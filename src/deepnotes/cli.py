@@ -305,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndeepnotes: interrupted; what was written is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `deepnotes list | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         print(f"deepnotes: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
