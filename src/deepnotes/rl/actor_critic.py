@@ -27,6 +27,7 @@ from numba import njit
 
 from deepnotes.rl import _kernels as K
 from deepnotes.rl.policy_gradient import (
+    _add_entropy,
     _add_score,
     _check,
     _probs,
@@ -60,15 +61,17 @@ class ActorCriticResult:
 
 @njit(cache=True)
 def _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, method, behaviour_cdf, alpha_theta,
-               alpha_w, episodes, T, seed):
+               alpha_w, episodes, T, seed, entropy, done, total):
     """``episodes`` episodes of ``T`` steps from uniform starts (Eq. 1–3); ``seed`` < 0
-    continues numba's random stream."""
+    continues numba's random stream. The entropy weight decays linearly from ``entropy`` to 0
+    over the ``total`` episodes of the run, of which ``done`` came before this call."""
     if seed >= 0:
         np.random.seed(seed)
     S, A = nxt.shape
     probs = np.zeros(A)
     g = np.zeros(theta.shape)
-    for _ in range(episodes):
+    for ep in range(episodes):
+        beta = entropy * (1.0 - (done + ep) / total)
         s = K._draw_int(S)
         a = _sample_action(phi, theta, s, probs)
         for _t in range(T):
@@ -90,13 +93,16 @@ def _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, method, behaviour_cdf, a
                 _add_score(phi, theta, s, a, alpha_theta * rho * delta, probs, g)
                 v[s] += alpha_w * rho * delta
                 a2 = _sample_action(phi, theta, s2, probs) if method == A2C else 0
+            if beta > 0.0:
+                _add_entropy(phi, theta, s, alpha_theta * beta, probs, g)
             theta += g
             s, a = s2, a2
 
 
 def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
                  alpha_w: float = 0.1, episode_length: int = 30, seed: int = 0, *, phi=None,
-                 behaviour=None, eval_every: int = 0) -> ActorCriticResult:
+                 behaviour=None, eval_every: int = 0,
+                 entropy: float = 0.0) -> ActorCriticResult:
     """QAC (Eq. 1), A2C (Eq. 2) or off-policy actor-critic (Eq. 3) on a grid world.
 
     Parameters
@@ -110,6 +116,12 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     behaviour : ndarray (S, A), optional  behaviour policy of ``off_policy`` (default uniform);
                                   every probability must be positive
     eval_every : int >= 0         record the exact v̄ every this many episodes (0: never)
+    entropy : float >= 0          weight β of an entropy bonus β ∇H(π(·|s)) added to each actor
+                                  step, decayed linearly to 0 over the run (0: off, the plain
+                                  algorithms). Without it the softmax actor can turn
+                                  deterministic on a detour before the critic has valued the
+                                  better action (on the 5×5 layout: around the forbidden cells);
+                                  the decay makes the limit the unregularised optimum again.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
@@ -124,6 +136,8 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     for name, val in (("alpha_theta", alpha_theta), ("alpha_w", alpha_w)):
         if not (np.isfinite(val) and val > 0):
             raise ValueError(f"{name} must be > 0, got {val}")
+    if not (np.isfinite(entropy) and entropy >= 0):
+        raise ValueError(f"entropy must be >= 0, got {entropy}")
     beh = np.full((S, A), 1.0 / A) if behaviour is None else np.asarray(behaviour, float)
     if beh.shape != (S, A) or (beh <= 0).any() or not np.allclose(beh.sum(axis=1), 1.0):
         raise ValueError(f"behaviour must be ({S}, {A}) with positive rows summing to 1")
@@ -135,7 +149,8 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     done = 0
     for k, n in enumerate(chunks):
         _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, _METHODS[method], cdf,
-                   float(alpha_theta), float(alpha_w), n, T, seed if k == 0 else -1)
+                   float(alpha_theta), float(alpha_w), n, T, seed if k == 0 else -1,
+                   float(entropy), done, episodes)
         done += n
         if eval_every:
             history["episode"].append(done)

@@ -155,6 +155,21 @@ def _add_score(phi, theta, s, a, w, probs, g):
 
 
 @njit(cache=True)
+def _add_entropy(phi, theta, s, w, probs, g):
+    """g += w ∇_θ H(π(·|s)), with ∂H/∂z_b = −π_b (ln π_b + H) for the logits z = φ(s)ᵀθ."""
+    _probs(phi, theta, s, probs)
+    entropy = 0.0
+    for b in range(probs.shape[0]):
+        if probs[b] > 0.0:
+            entropy -= probs[b] * np.log(probs[b])
+    for i in range(phi.shape[1]):
+        if phi[s, i] != 0.0:
+            for b in range(probs.shape[0]):
+                if probs[b] > 0.0:  # π_b ln π_b → 0 as π_b → 0
+                    g[i, b] -= w * phi[s, i] * probs[b] * (np.log(probs[b]) + entropy)
+
+
+@njit(cache=True)
 def _draw_state(cdf):
     u = np.random.random()
     for j in range(cdf.shape[0]):
