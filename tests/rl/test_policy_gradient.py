@@ -143,3 +143,37 @@ def test_bad_parameters_raise():
         pg.average_reward_gradients(TINY, np.eye(4), THETA, 10, r_hat=np.nan)
     with pytest.raises(ValueError, match="objective"):
         pg.exact_gradient(TINY, np.eye(4), THETA, objective="max")
+
+
+def test_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    phi, theta = rng.normal(size=(4, 3)), rng.normal(size=(3, 5))
+
+    def entropy(th, s):
+        z = phi[s] @ th
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        return -(p * np.log(p)).sum()
+
+    for s in range(4):
+        g = np.zeros_like(theta)
+        pg._add_entropy(phi, theta, s, 1.0, np.zeros(5), g)
+        fd = np.zeros_like(theta)
+        for idx in np.ndindex(theta.shape):
+            e = np.zeros_like(theta)
+            e[idx] = 1e-6
+            fd[idx] = (entropy(theta + e, s) - entropy(theta - e, s)) / 2e-6
+        # central differences with step 1e-6: truncation ~1e-12, rounding ~1e-10
+        np.testing.assert_allclose(g, fd, atol=1e-8)
+
+
+def test_entropy_bonus_is_off_by_default_and_validated():
+    env = textbook_5x5()
+    kw = dict(alpha=1.0, episode_length=20, seed=4, batch=2)
+    plain = pg.reinforce(env, np.eye(25), 30, **kw)
+    zero = pg.reinforce(env, np.eye(25), 30, entropy=0.0, **kw)
+    bonus = pg.reinforce(env, np.eye(25), 30, entropy=1.0, **kw)
+    np.testing.assert_array_equal(plain.theta, zero.theta)
+    assert not np.array_equal(plain.theta, bonus.theta)
+    with pytest.raises(ValueError, match="entropy"):
+        pg.reinforce(env, np.eye(25), 10, entropy=-0.5)

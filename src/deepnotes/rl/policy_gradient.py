@@ -214,7 +214,7 @@ def _gradient_samples_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, di
 
 @njit(cache=True)
 def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounted, alphas,
-                      batch, baseline_decay, seed, state, returns):
+                      batch, baseline_decay, seed, state, returns, entropies):
     """``alphas.shape[0]`` REINFORCE updates of ``theta``; ``state[0]`` is the moving-average
     baseline, carried in and out so that a run split into chunks equals an unsplit one (``seed``
     < 0 continues numba's random stream instead of reseeding it)."""
@@ -234,6 +234,12 @@ def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounte
                                   baseline, buf_s, buf_a, buf_r, probs, g)
             acc += g
             total += G
+            if entropies[it] > 0.0:  # entropy bonus at the episode's states, weighted like v̄
+                weight = entropies[it]
+                for t in range(T):
+                    _add_entropy(phi, theta, buf_s[t], weight, probs, acc)
+                    if discounted:
+                        weight *= gamma
         theta += alphas[it] / batch * acc
         returns[it] = total / batch
         if baseline_decay < 1.0:
@@ -410,7 +416,7 @@ def _record(history, env, phi, theta, d0, done, callback):
 def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int = 50,
               seed: int = 0, *, batch: int = 1, start=None, alpha_final: float | None = None,
               discounted: bool = True, baseline_decay: float = 1.0, theta0=None,
-              eval_every: int = 0, callback=None) -> PolicyGradientResult:
+              eval_every: int = 0, callback=None, entropy: float = 0.0) -> PolicyGradientResult:
     """REINFORCE: gradient ascent on v̄ (Eq. 2) with the Monte Carlo estimator (Eq. 6).
 
     Parameters
@@ -430,9 +436,16 @@ def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int
     eval_every : int >= 0         record exact v̄, r̄ every this many updates (0: never); the
                                   run itself (θ, returns) does not depend on it
     callback : callable, optional  ``callback(updates_done, theta_copy)`` at each evaluation point
+    entropy : float >= 0          weight β of an entropy bonus β Σ_t γᵗ ∇H(π(·|s_t)) added to
+                                  each episode's gradient, decayed linearly to 0 over the run
+                                  (0: off, plain REINFORCE); it keeps the softmax policy from
+                                  turning deterministic on a detour before better actions are
+                                  valued
     """
     P, R, gamma, phi, theta, d0 = _check(env, phi, np.zeros((np.shape(phi)[1], env.n_actions))
                                          if theta0 is None else theta0, start)
+    if not (np.isfinite(entropy) and entropy >= 0):
+        raise ValueError(f"entropy must be >= 0, got {entropy}")
     nxt, rew, slip, _, _ = K.env_arrays(env)
     iterations = K.check_count(iterations, "iterations")
     T = K.check_count(episode_length, "episode_length")
@@ -443,6 +456,7 @@ def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int
         raise ValueError(f"baseline_decay must be in (0, 1], got {baseline_decay}")
     seed = K.check_seed(seed)
     returns = np.zeros(iterations)
+    entropies = entropy * (1.0 - np.arange(iterations) / iterations)
     history: dict[str, list] = {"iteration": [], "v_bar": [], "r_bar": []}
     state = np.zeros(1)  # the moving-average baseline, kept across evaluation chunks
     done = 0
@@ -450,7 +464,8 @@ def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int
         # Only the first chunk seeds numba's generator; later ones continue its stream.
         _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, _start_cdf(d0), T, bool(discounted),
                           alphas[done:done + n], batch, float(baseline_decay),
-                          seed if k == 0 else -1, state, returns[done:done + n])
+                          seed if k == 0 else -1, state, returns[done:done + n],
+                          entropies[done:done + n])
         done += n
         if eval_every:
             _record(history, env, phi, theta, d0, done, callback)
