@@ -5,11 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from deepnotes.boosting import GBDTClassifier, GBDTRegressor
-
-xgb = pytest.importorskip("xgboost")
 
 
 def _compare(tree, node, xn):

@@ -140,7 +140,7 @@ def test_integer_sample_weights_equal_repeated_rows():
 
 
 def test_pandas_and_string_labels_and_importance_types():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     labels = np.where(y == 1, "benign", "malignant")
     est = GBDTClassifier(n_estimators=5, importance_type="weight").fit(X, labels)
@@ -157,7 +157,7 @@ def test_pandas_and_string_labels_and_importance_types():
 # (143 / 111 / 450 rows), so one or two rows move accuracy by 0.7 / 0.2 percentage points.
 @pytest.mark.parametrize("name", ["breast_cancer", "diabetes", "digits"])
 def test_accuracy_close_to_xgboost(name):
-    xgb = pytest.importorskip("xgboost")
+    import xgboost as xgb
     loader = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes,
               "digits": load_digits}[name]
     X, y = loader(return_X_y=True)

@@ -1,8 +1,7 @@
 """Same trajectories as diffusers' schedulers on the same model, timesteps and noise.
 
-diffusers is not a dependency of deepnotes; these tests run where it is importable (install it
-next to the venv, e.g. ``pip install --target DIR --no-deps diffusers huggingface_hub ...`` and
-``PYTHONPATH=DIR``) and are skipped otherwise. The model is the exact ε-prediction of the
+diffusers is a test dependency (the ``dev`` extra, installed by ``make test`` with torch pinned
+by constraints.txt), so these tests always run. The model is the exact ε-prediction of the
 Gaussian mixture under diffusers' own discrete VP chain (ᾱ table), wrapped for our samplers by
 ``as_denoiser(..., DiscreteVP(ᾱ), "eps")``. diffusers keeps ᾱ and σ in float32; we hand both
 sides the same float64 tables so that the comparison is at float64 rounding (1e-10) where
@@ -14,6 +13,7 @@ that tolerance, so it still tells algorithms apart.
 
 from __future__ import annotations
 
+import diffusers
 import pytest
 import torch
 
@@ -21,8 +21,6 @@ from deepnotes.diffusion import samplers as S
 from deepnotes.diffusion.parameterizations import as_denoiser
 from deepnotes.diffusion.processes import DiscreteVP
 from deepnotes.diffusion.schedules import append_zero
-
-diffusers = pytest.importorskip("diffusers")
 
 B = 200
 TOL = {"rtol": 1e-10, "atol": 1e-10}

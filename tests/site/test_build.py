@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import posixpath
 import re
@@ -209,7 +208,6 @@ def test_auto_engine_prefers_zensical_then_falls_back_to_mkdocs(monkeypatch):
         site_build._pick_engine("auto")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("material") is None, reason="no mkdocs-material")
 def test_mkdocs_material_fallback_builds_the_same_feed(feed, tmp_path):
     posts_dir, runs, slugs = feed
     out = tmp_path / "site"
