@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from deepnotes.rl import planning
 from deepnotes.rl.envs import GridWorld, textbook_5x5
 from deepnotes.rl.planning import (
     evaluate_policy,
@@ -92,3 +93,13 @@ def test_bad_policy_and_model_raise():
         evaluate_policy(env, np.full((3, 5), 0.5))
     with pytest.raises(ValueError, match="eval_sweeps"):
         truncated_policy_iteration(env, 0)
+
+
+def test_suboptimal_states_counts_only_non_optimal_greedy_actions():
+    q = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    assert planning.suboptimal_states(q, np.array([1, 2, 0])).tolist() == [1]
+    # probabilities: argmax taken; a tie between optimal actions is optimal
+    probs = np.array([[0.5, 0.5, 0.0], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    assert planning.suboptimal_states(q, probs).tolist() == [2]
+    with pytest.raises(ValueError, match="one action per state"):
+        planning.suboptimal_states(q, np.array([0, 1]))

@@ -5,8 +5,6 @@ and the state weighting D under which the updates sample states; the linear cont
 checked bit for bit against the tabular learners of deepnotes.rl.td with one-hot features.
 """
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -129,16 +127,13 @@ def test_off_policy_linear_q_learning_with_one_hot_features_recovers_q_star():
     assert sol.history["optimal_fraction"][-1] == 1.0
 
 
-def test_dqn_greedy_policy_is_optimal_within_seconds():
+def test_dqn_greedy_policy_is_optimal_after_4000_updates():
     exact = value_iteration(ENV, tol=1e-12)
-    t0 = time.perf_counter()
     sol = vfa.dqn(ENV, seed=0, v_star=exact.v, q_star=exact.q)
-    elapsed = time.perf_counter() - t0
     _assert_optimal(sol.policy, exact.q)
     # The network fits q* from 2,000 random transitions: observed ‖q − q*‖∞ ≈ 0.12 against
     # values up to 10; 0.5 is well below the smallest q* gap between actions (0.37).
     assert np.abs(sol.q - exact.q).max() < 0.5
-    assert elapsed < 15.0  # 4,000 steps of a 2-64-64-5 MLP take ~3 s on one core
     assert sol.history["iteration"][-1] == 4000
 
 

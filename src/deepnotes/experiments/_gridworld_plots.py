@@ -77,3 +77,20 @@ def curves(ax, x, ys: dict, *, xlabel: str, ylabel: str, log: bool = False, smoo
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+
+
+def suboptimal_counts_figure(counts: dict, title: str):
+    """Bar chart of ``{variant: [number of states with a suboptimal greedy action, per seed]}``:
+    one group of bars per variant, one bar per seed (a zero-height bar is a perfect policy)."""
+    fig, ax = new_figure()
+    width = 0.8 / max(len(v) for v in counts.values())
+    for i, per_seed in enumerate(counts.values()):
+        for j, n in enumerate(per_seed):
+            x = i + (j - (len(per_seed) - 1) / 2) * width
+            ax.bar(x, n, width * 0.9, color=PALETTE[i % len(PALETTE)])
+            if n == 0:  # a zero-height bar is invisible: mark the perfect seed
+                ax.plot(x, 0, marker="o", ms=4, color=PALETTE[i % len(PALETTE)], clip_on=False)
+    ax.set_xticks(range(len(counts)), list(counts), fontsize=8)
+    ax.set_ylabel("states with a suboptimal greedy action")
+    ax.set_title(title + " (one bar per seed)")
+    return fig

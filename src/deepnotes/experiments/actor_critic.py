@@ -3,7 +3,9 @@
 Figures: ``learning_curves`` (exact v̄* − v̄ of QAC, A2C and off-policy actor-critic against
 episodes, median over seeds), ``policies`` (exact v* and π* beside v_π and the most probable
 action of each learner) and ``dpg_gain`` (the gain learned by DPG against episodes, converging to
-the Riccati gain k*). Headline: A2C's v̄ gap, median over seeds.
+the Riccati gain k*) and ``greedy_optimality`` (states whose greedy action is suboptimal, per
+seed, for QAC plain, with an entropy bonus, and with a baseline and the bonus). Headline: A2C's
+v̄ gap, median over seeds.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import torch
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import PALETTE, new_figure
-from deepnotes.experiments._gridworld_plots import curves, values_figure
+from deepnotes.experiments._gridworld_plots import (
+    curves,
+    suboptimal_counts_figure,
+    values_figure,
+)
 from deepnotes.rl import actor_critic as ac
 from deepnotes.rl.envs import textbook_5x5
-from deepnotes.rl.planning import evaluate_policy, value_iteration
+from deepnotes.rl.planning import evaluate_policy, suboptimal_states, value_iteration
 
 
 @dataclass
@@ -41,11 +47,19 @@ class Config(ExperimentConfig):
     """Discount of the LQR."""
     lqr_c: float = 1.0
     """Action cost c in r = −(s² + c a²)."""
+    greedy_episodes: int = 60_000
+    """Episodes of the greedy-optimality comparison (QAC plain vs with baseline and entropy)."""
+    greedy_seeds: int = 8
+    """Seeds of the greedy-optimality comparison."""
+    greedy_entropy: float = 1.0
+    """Initial weight β of the entropy bonus (decayed to 0) in that comparison."""
 
 
 PRESETS = make_presets(
-    smoke=Config(episodes=300, seeds=1, evaluations=3, dpg_episodes=300),
-    quick=Config(episodes=4000, seeds=2, evaluations=20, dpg_episodes=5000),
+    smoke=Config(episodes=300, seeds=1, evaluations=3, dpg_episodes=300, greedy_episodes=300,
+                 greedy_seeds=2),
+    quick=Config(episodes=4000, seeds=2, evaluations=20, dpg_episodes=5000,
+                 greedy_episodes=20_000, greedy_seeds=3),
     full=Config(),
 )
 HEADLINE = "a2c/v_bar_gap"
@@ -83,6 +97,26 @@ def run(config: Config) -> Result:
                ylabel="v̄* − v̄ (exact, median over seeds)", log=True)
         run.save_figure(fig, "learning_curves")
         run.save_figure(values_figure(env, panels), "policies")
+
+        # --- is the greedy policy optimal in every state? ---------------------------------------
+        # QAC weights each score by q(s,a) > 0, so the most-sampled action wins; the baseline
+        # Σ_b π(b|s) q(s,b) and a decaying entropy bonus remove that (Eq. 4).
+        counts = {}
+        variants = {"QAC": {}, "QAC + entropy": {"entropy": config.greedy_entropy},
+                    "QAC + baseline + entropy": {"entropy": config.greedy_entropy,
+                                                 "baseline": True}}
+        for label, extra in run.track(list(variants.items()), "greedy optimality"):
+            counts[label] = [len(suboptimal_states(exact.q, ac.actor_critic(
+                env, "qac", config.greedy_episodes, 0.1, 0.05, config.episode_length, seed,
+                **extra).policy)) for seed in range(config.greedy_seeds)]
+            run.log(f"{label}: suboptimal greedy states per seed {counts[label]}")
+        run.save_figure(suboptimal_counts_figure(
+            counts, f"QAC, {config.greedy_episodes} episodes"), "greedy_optimality")
+        run.log_metrics({
+            "greedy/qac_plain_seeds_optimal": sum(c == 0 for c in counts["QAC"]),
+            "greedy/qac_baseline_entropy_seeds_optimal":
+                sum(c == 0 for c in counts["QAC + baseline + entropy"]),
+            "greedy/seeds": config.greedy_seeds})
 
         k_star, P_star = ac.lqr_optimal_gain(config.lqr_gamma, config.lqr_c)
         fig, ax = new_figure()

@@ -5,7 +5,9 @@ softmax and linear-feature softmax policies, every seed), ``policies`` (exact v*
 beside v_π and the most probable action of the learned policies), ``gradient_variance`` (total
 variance of the REINFORCE estimator along the tabular run: no baseline, the constant v̄ and the
 state value v_π(s)) and ``average_reward`` (exact r̄ and v̄ of the average-reward learner beside
-REINFORCE, against environment steps). Headline: optimal v̄ minus the learned tabular v̄, median.
+REINFORCE, against environment steps) and ``greedy_optimality`` (states whose greedy action is
+suboptimal, per seed, with the moving-average baseline, with an entropy bonus, and with a
+per-state baseline and the bonus). Headline: optimal v̄ minus the learned tabular v̄, median.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import torch
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import PALETTE, new_figure
-from deepnotes.experiments._gridworld_plots import curves, values_figure
+from deepnotes.experiments._gridworld_plots import (
+    curves,
+    suboptimal_counts_figure,
+    values_figure,
+)
 from deepnotes.rl import policy_gradient as pg
 from deepnotes.rl import vfa
 from deepnotes.rl.envs import textbook_5x5
-from deepnotes.rl.planning import evaluate_policy, value_iteration
+from deepnotes.rl.planning import evaluate_policy, suboptimal_states, value_iteration
 
 
 @dataclass
@@ -52,13 +58,23 @@ class Config(ExperimentConfig):
     """Steps T whose scores enter one average-reward update."""
     ar_horizon: int = 30
     """Steps H of each differential return."""
+    greedy_iterations: int = 8000
+    """Updates of the greedy-optimality comparison (tabular; plain vs per-state baseline and
+    entropy bonus)."""
+    greedy_seeds: int = 8
+    """Seeds of the greedy-optimality comparison."""
+    greedy_entropy: float = 1.0
+    """Initial weight β of the entropy bonus (decayed to 0) in that comparison."""
+    greedy_state_baseline: float = 0.2
+    """Step size c of the per-state baseline in that comparison."""
 
 
 PRESETS = make_presets(
     smoke=Config(iterations=200, features=("one_hot:0", "fourier:2"), seeds=1, evaluations=4,
-                 variance_episodes=200, variance_points=2, ar_iterations=200),
+                 variance_episodes=200, variance_points=2, ar_iterations=200,
+                 greedy_iterations=100, greedy_seeds=2),
     quick=Config(iterations=3000, seeds=2, evaluations=20, variance_episodes=1000,
-                 variance_points=4, ar_iterations=2000),
+                 variance_points=4, ar_iterations=2000, greedy_iterations=2000, greedy_seeds=3),
     full=Config(),
 )
 HEADLINE = "reinforce/v_bar_gap"
@@ -181,4 +197,25 @@ def run(config: Config) -> Result:
             ax.set_xscale("log")
             ax.legend(fontsize=8)
         run.save_figure(fig, "average_reward")
+
+        # --- is the greedy policy optimal in every state? ---------------------------------------
+        counts = {}
+        beta, c = config.greedy_entropy, config.greedy_state_baseline
+        variants = {"moving-average b": {"baseline_decay": config.baseline_decay},
+                    "moving-average b + entropy": {"baseline_decay": config.baseline_decay,
+                                                   "entropy": beta},
+                    "per-state b + entropy": {"state_baseline": c, "entropy": beta}}
+        for label, extra in run.track(list(variants.items()), "greedy optimality"):
+            counts[label] = [len(suboptimal_states(exact.q, pg.reinforce(
+                env, phi, config.greedy_iterations, config.alpha, config.episode_length, seed,
+                batch=config.batch, **extra).policy)) for seed in range(config.greedy_seeds)]
+            run.log(f"{label}: suboptimal greedy states per seed {counts[label]}")
+        run.save_figure(suboptimal_counts_figure(
+            counts, f"tabular REINFORCE, {config.greedy_iterations} updates"),
+            "greedy_optimality")
+        run.log_metrics({
+            "greedy/plain_seeds_optimal": sum(n == 0 for n in counts["moving-average b"]),
+            "greedy/state_baseline_entropy_seeds_optimal":
+                sum(n == 0 for n in counts["per-state b + entropy"]),
+            "greedy/seeds": config.greedy_seeds})
     return run.result

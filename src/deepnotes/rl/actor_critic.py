@@ -61,7 +61,7 @@ class ActorCriticResult:
 
 @njit(cache=True)
 def _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, method, behaviour_cdf, alpha_theta,
-               alpha_w, episodes, T, seed, entropy, done, total):
+               alpha_w, episodes, T, seed, entropy, done, total, qac_baseline):
     """``episodes`` episodes of ``T`` steps from uniform starts (Eq. 1–3); ``seed`` < 0
     continues numba's random stream. The entropy weight decays linearly from ``entropy`` to 0
     over the ``total`` episodes of the run, of which ``done`` came before this call."""
@@ -82,7 +82,11 @@ def _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, method, behaviour_cdf, a
             if method == QAC:
                 a2 = _sample_action(phi, theta, s2, probs)
                 q[s, a] += alpha_w * (r + gamma * q[s2, a2] - q[s, a])
-                _add_score(phi, theta, s, a, alpha_theta * q[s, a], probs, g)
+                weight = q[s, a]
+                if qac_baseline:
+                    _probs(phi, theta, s, probs)
+                    weight -= probs @ q[s]
+                _add_score(phi, theta, s, a, alpha_theta * weight, probs, g)
             else:
                 delta = r + gamma * v[s2] - v[s]
                 rho = 1.0
@@ -101,8 +105,8 @@ def _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, method, behaviour_cdf, a
 
 def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
                  alpha_w: float = 0.1, episode_length: int = 30, seed: int = 0, *, phi=None,
-                 behaviour=None, eval_every: int = 0,
-                 entropy: float = 0.0) -> ActorCriticResult:
+                 behaviour=None, eval_every: int = 0, callback=None, entropy: float = 0.0,
+                 baseline: bool = False) -> ActorCriticResult:
     """QAC (Eq. 1), A2C (Eq. 2) or off-policy actor-critic (Eq. 3) on a grid world.
 
     Parameters
@@ -115,13 +119,20 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     phi : ndarray (S, d), optional  actor features (default one-hot: tabular softmax)
     behaviour : ndarray (S, A), optional  behaviour policy of ``off_policy`` (default uniform);
                                   every probability must be positive
-    eval_every : int >= 0         record the exact v̄ every this many episodes (0: never)
+    eval_every : int >= 0         record the exact v̄ every this many episodes (0: never); the
+                                  run itself does not depend on it
+    callback : callable, optional  ``callback(episodes_done, theta_copy)`` at each evaluation point
     entropy : float >= 0          weight β of an entropy bonus β ∇H(π(·|s)) added to each actor
                                   step, decayed linearly to 0 over the run (0: off, the plain
                                   algorithms). Without it the softmax actor can turn
                                   deterministic on a detour before the critic has valued the
                                   better action (on the 5×5 layout: around the forbidden cells);
                                   the decay makes the limit the unregularised optimum again.
+    baseline : bool               QAC only: weight the score by q(s,a) − Σ_b π(b|s) q(s,b)
+                                  instead of q(s,a) (Eq. 8). The subtracted term does not depend
+                                  on the sampled action, so the expected update is unchanged;
+                                  without it every sampled action is pushed up in proportion to
+                                  its (mostly positive) value, so the most-sampled action wins.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
@@ -136,6 +147,9 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     for name, val in (("alpha_theta", alpha_theta), ("alpha_w", alpha_w)):
         if not (np.isfinite(val) and val > 0):
             raise ValueError(f"{name} must be > 0, got {val}")
+    if baseline and method != "qac":
+        raise ValueError("baseline applies to method='qac' only (A2C and off-policy actor-critic "
+                         "already use the TD error, a state-value-baselined advantage)")
     if not (np.isfinite(entropy) and entropy >= 0):
         raise ValueError(f"entropy must be >= 0, got {entropy}")
     beh = np.full((S, A), 1.0 / A) if behaviour is None else np.asarray(behaviour, float)
@@ -150,11 +164,13 @@ def actor_critic(env, method: str, episodes: int, alpha_theta: float = 0.5,
     for k, n in enumerate(chunks):
         _ac_kernel(nxt, rew, slip, gamma, phi, theta, v, q, _METHODS[method], cdf,
                    float(alpha_theta), float(alpha_w), n, T, seed if k == 0 else -1,
-                   float(entropy), done, episodes)
+                   float(entropy), done, episodes, bool(baseline))
         done += n
         if eval_every:
             history["episode"].append(done)
             history["v_bar"].append(average_value(env, phi, theta))
+            if callback is not None:
+                callback(done, theta.copy())
     critic = q if method == "qac" else v
     return ActorCriticResult(theta, softmax_policy(phi, theta), critic, history)
 

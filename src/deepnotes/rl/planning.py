@@ -88,6 +88,21 @@ def greedy_policy(q: np.ndarray, tie_tol: float = 1e-9) -> np.ndarray:
     return np.argmax(q >= best - tie_tol, axis=1)
 
 
+def suboptimal_states(q_star: np.ndarray, policy, tol: float = 1e-6) -> np.ndarray:
+    """States whose greedy action under ``policy`` is not q*-optimal (within ``tol``).
+
+    ``policy``: int actions (S,) or action probabilities (S, A) (its argmax is taken; a tie
+    between optimal actions counts as optimal). Returns the sorted state indices, shape (k,)."""
+    q_star = np.asarray(q_star, float)
+    policy = np.asarray(policy)
+    actions = policy.argmax(axis=1) if policy.ndim == 2 else policy.astype(int)
+    if actions.shape != (q_star.shape[0],):
+        raise ValueError(f"policy must give one action per state ({q_star.shape[0]}), "
+                         f"got shape {policy.shape}")
+    chosen = q_star[np.arange(q_star.shape[0]), actions]
+    return np.flatnonzero(chosen < q_star.max(axis=1) - tol)
+
+
 def evaluate_policy(model, policy) -> np.ndarray:
     """Exact v_π = (I − γ P_π)^{-1} r_π (Eq. 1), by a linear solve. Returns shape (S,)."""
     P, R, gamma = _check_model(model)

@@ -214,10 +214,11 @@ def _gradient_samples_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, di
 
 @njit(cache=True)
 def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounted, alphas,
-                      batch, baseline_decay, seed, state, returns, entropies):
-    """``alphas.shape[0]`` REINFORCE updates of ``theta``; ``state[0]`` is the moving-average
-    baseline, carried in and out so that a run split into chunks equals an unsplit one (``seed``
-    < 0 continues numba's random stream instead of reseeding it)."""
+                      batch, baseline_decay, seed, state, returns, entropies, state_lr, baseline):
+    """``alphas.shape[0]`` REINFORCE updates of ``theta``; ``state[0]`` (the moving-average
+    baseline) and ``baseline`` (S,) are carried in and out so that a run split into chunks
+    equals an unsplit one (``seed`` < 0 continues numba's random stream instead of reseeding
+    it). With ``state_lr`` > 0, ``baseline[s]`` tracks the returns observed from s."""
     if seed >= 0:
         np.random.seed(seed)
     A = nxt.shape[1]
@@ -225,7 +226,6 @@ def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounte
     probs = np.zeros(A)
     g = np.zeros(theta.shape)
     acc = np.zeros(theta.shape)
-    baseline = np.full(nxt.shape[0], state[0])
     for it in range(alphas.shape[0]):
         acc[:, :] = 0.0
         total = 0.0
@@ -234,6 +234,11 @@ def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounte
                                   baseline, buf_s, buf_a, buf_r, probs, g)
             acc += g
             total += G
+            if state_lr > 0.0:  # after the episode's gradient: b never sees its own actions
+                G_t = 0.0
+                for t in range(T - 1, -1, -1):
+                    G_t = buf_r[t] + gamma * G_t
+                    baseline[buf_s[t]] += state_lr * (G_t - baseline[buf_s[t]])
             if entropies[it] > 0.0:  # entropy bonus at the episode's states, weighted like v̄
                 weight = entropies[it]
                 for t in range(T):
@@ -242,7 +247,7 @@ def _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, start_cdf, T, discounte
                         weight *= gamma
         theta += alphas[it] / batch * acc
         returns[it] = total / batch
-        if baseline_decay < 1.0:
+        if baseline_decay < 1.0 and state_lr == 0.0:
             state[0] = baseline_decay * state[0] + (1.0 - baseline_decay) * returns[it]
             baseline[:] = state[0]
 
@@ -416,7 +421,8 @@ def _record(history, env, phi, theta, d0, done, callback):
 def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int = 50,
               seed: int = 0, *, batch: int = 1, start=None, alpha_final: float | None = None,
               discounted: bool = True, baseline_decay: float = 1.0, theta0=None,
-              eval_every: int = 0, callback=None, entropy: float = 0.0) -> PolicyGradientResult:
+              eval_every: int = 0, callback=None, entropy: float = 0.0,
+              state_baseline: float = 0.0) -> PolicyGradientResult:
     """REINFORCE: gradient ascent on v̄ (Eq. 2) with the Monte Carlo estimator (Eq. 6).
 
     Parameters
@@ -441,11 +447,21 @@ def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int
                                   (0: off, plain REINFORCE); it keeps the softmax policy from
                                   turning deterministic on a detour before better actions are
                                   valued
+    state_baseline : float in [0, 1]  step size c of a per-state baseline b(s) ← b(s) +
+                                  c (G_t − b(s)) over the returns seen from s, updated after
+                                  each episode's gradient (Eq. 9; Eq. 7 with b = v̂_π; 0: off). It
+                                  removes most of the return variance that is due to where an
+                                  episode is, not to what it did.
     """
     P, R, gamma, phi, theta, d0 = _check(env, phi, np.zeros((np.shape(phi)[1], env.n_actions))
                                          if theta0 is None else theta0, start)
     if not (np.isfinite(entropy) and entropy >= 0):
         raise ValueError(f"entropy must be >= 0, got {entropy}")
+    if not (np.isfinite(state_baseline) and 0.0 <= state_baseline <= 1.0):
+        raise ValueError(f"state_baseline must be in [0, 1], got {state_baseline}")
+    if state_baseline > 0 and baseline_decay < 1.0:
+        raise ValueError("use either baseline_decay < 1 (one moving-average baseline) or "
+                         "state_baseline > 0 (a baseline per state), not both")
     nxt, rew, slip, _, _ = K.env_arrays(env)
     iterations = K.check_count(iterations, "iterations")
     T = K.check_count(episode_length, "episode_length")
@@ -459,13 +475,14 @@ def reinforce(env, phi, iterations: int, alpha: float = 0.1, episode_length: int
     entropies = entropy * (1.0 - np.arange(iterations) / iterations)
     history: dict[str, list] = {"iteration": [], "v_bar": [], "r_bar": []}
     state = np.zeros(1)  # the moving-average baseline, kept across evaluation chunks
+    baseline = np.zeros(len(d0))
     done = 0
     for k, n in enumerate(_chunks(iterations, eval_every)):
         # Only the first chunk seeds numba's generator; later ones continue its stream.
         _reinforce_kernel(nxt, rew, slip, gamma, phi, theta, _start_cdf(d0), T, bool(discounted),
                           alphas[done:done + n], batch, float(baseline_decay),
                           seed if k == 0 else -1, state, returns[done:done + n],
-                          entropies[done:done + n])
+                          entropies[done:done + n], float(state_baseline), baseline)
         done += n
         if eval_every:
             _record(history, env, phi, theta, d0, done, callback)
