@@ -32,16 +32,53 @@ def gaussian_prior_log_prob(sigma_max: float) -> Callable[[torch.Tensor], torch.
     return log_prob
 
 
-def _divergence(f_val, x, probe):
-    if probe is None:  # exact trace: one vector-Jacobian product per dimension
+def divergence(f_val: torch.Tensor, x: torch.Tensor, probe: torch.Tensor | None = None,
+               create_graph: bool = False) -> torch.Tensor:
+    """``∇·f = tr(∂f/∂x)`` per example, shape (B,), for ``f_val = f(x)`` computed from ``x``.
+
+    ``probe=None`` gives the exact trace (one vector-Jacobian product per dimension);
+    a probe ``z`` of ``x``'s shape gives Hutchinson's ``zᵀ (∂f/∂x) z`` (unbiased when
+    ``E[z zᵀ] = I``). ``create_graph=True`` keeps the result differentiable, for training
+    through the trace (FFJORD); ``x`` must require grad either way.
+    """
+    if probe is None:
         flat_f = f_val.flatten(1)
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for j in range(flat_f.shape[1]):
-            g, = torch.autograd.grad(flat_f[:, j].sum(), x, retain_graph=True)
+            g, = torch.autograd.grad(flat_f[:, j].sum(), x, retain_graph=True,
+                                     create_graph=create_graph)
             div = div + g.flatten(1)[:, j]
         return div
-    g, = torch.autograd.grad((f_val * probe).sum(), x)
+    g, = torch.autograd.grad((f_val * probe).sum(), x, create_graph=create_graph)
     return (g * probe).flatten(1).sum(1)
+
+
+def augmented_dynamics(velocity: Callable[[torch.Tensor, float], torch.Tensor],
+                       shape: tuple[int, ...], probe: torch.Tensor | None = None,
+                       create_graph: bool = False
+                       ) -> Callable[[float, torch.Tensor], torch.Tensor]:
+    """The ODE of ``(x, ℓ)`` with ``dx/dt = v(x, t)`` and ``dℓ/dt = ∇·v(x, t)``.
+
+    The state is flat, ``(B, D + 1)``: the points of shape ``shape = (B, ...)`` flattened, then
+    the accumulated divergence; integrating ``ℓ`` from 0 gives ``log|det ∂x(t1)/∂x(t0)|``
+    (Chen et al. 2018, Thm. 1). ``velocity(y, t)`` gets ``y`` of ``shape`` and ``t`` a float.
+    With ``create_graph=False`` the returned derivative is detached (evaluation with an
+    adaptive solver); with ``True`` it stays differentiable, so a fixed-step solver can be
+    back-propagated through (training).
+    """
+    flat_dim = math.prod(shape[1:])
+
+    def f(t: float, state: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            y = state[:, :flat_dim].reshape(shape)
+            if not create_graph or not y.requires_grad:
+                y = y.detach().requires_grad_(True)
+            v = velocity(y, t)
+            div = divergence(v, y, probe, create_graph=create_graph)
+        out = torch.cat([v.flatten(1), div[:, None]], dim=1)
+        return out if create_graph else out.detach()
+
+    return f
 
 
 def ode_log_likelihood(model, x: torch.Tensor, sigma_min: float, sigma_max: float,
@@ -69,16 +106,13 @@ def ode_log_likelihood(model, x: torch.Tensor, sigma_min: float, sigma_max: floa
     if hutchinson:
         probe = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x) * 2 - 1
 
-    def f(s: float, state: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            y = state[:, :flat_dim].reshape(x.shape).detach().requires_grad_(True)
-            denoised = model(y, y.new_full((b,), s))
-            if not bool(torch.isfinite(denoised).all()):
-                raise ValueError(f"model returned NaN or inf at sigma={s:.6g}")
-            f_val = (y - denoised) / s
-            div = _divergence(f_val, y, probe)
-        return torch.cat([f_val.detach().flatten(1), div.detach()[:, None]], dim=1)
+    def velocity(y: torch.Tensor, s: float) -> torch.Tensor:
+        denoised = model(y, y.new_full((b,), s))
+        if not bool(torch.isfinite(denoised).all()):
+            raise ValueError(f"model returned NaN or inf at sigma={s:.6g}")
+        return (y - denoised) / s
 
+    f = augmented_dynamics(velocity, tuple(x.shape), probe)
     state0 = torch.cat([x.detach().flatten(1), x.new_zeros(b, 1)], dim=1)
     state, stats = dormand_prince(f, state0, sigma_min, sigma_max, rtol=rtol, atol=atol)
     z = state[:, :flat_dim].reshape(x.shape)
