@@ -9,7 +9,11 @@ base density and gives ``log_prob``, ``sample`` and ``nll_bits_per_dim``.
 - ``coupling``: :class:`AdditiveCoupling`, :class:`AffineCoupling`, :class:`Scaling`,
   :func:`coupling_mask`
 - ``glow``: :class:`ActNorm`, :class:`InvertibleConv1x1`
+- ``image``: :class:`Squeeze`, :class:`ConvAffineCoupling`, :class:`Split`, :class:`Chain`,
+  :func:`image_mask` (checkerboard and channel masks), :class:`ConvNet`
 - ``planar``: :class:`PlanarFlow`, :class:`RadialFlow`
+- ``vi``: the energies U1-U4 of Rezende & Mohamed, :func:`potential`, :func:`vi_flow`,
+  :func:`reverse_kl`, :func:`log_normaliser` (variational inference with flows)
 - ``models``: :class:`NICE`, :class:`RealNVP`, :class:`Glow`, :class:`PlanarStack`,
   :class:`RadialStack`
 """
@@ -32,8 +36,17 @@ from deepnotes.generative.flows.coupling import (
     coupling_mask,
 )
 from deepnotes.generative.flows.glow import ActNorm, InvertibleConv1x1
+from deepnotes.generative.flows.image import (
+    Chain,
+    ConvAffineCoupling,
+    ConvNet,
+    Split,
+    Squeeze,
+    image_mask,
+)
 from deepnotes.generative.flows.models import NICE, Glow, PlanarStack, RadialStack, RealNVP
 from deepnotes.generative.flows.planar import PlanarFlow, RadialFlow
+from deepnotes.generative.flows.vi import log_normaliser, potential, reverse_kl, vi_flow
 
 __all__ = [
     "MLP",
@@ -41,6 +54,9 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "Chain",
+    "ConvAffineCoupling",
+    "ConvNet",
     "Flow",
     "FlowLayer",
     "Glow",
@@ -55,7 +71,14 @@ __all__ = [
     "RealNVP",
     "Reverse",
     "Scaling",
+    "Split",
+    "Squeeze",
     "StandardLogistic",
     "StandardNormal",
     "coupling_mask",
+    "image_mask",
+    "log_normaliser",
+    "potential",
+    "reverse_kl",
+    "vi_flow",
 ]

@@ -101,6 +101,21 @@ class AdditiveCoupling(FlowLayer):
 SCALES = ("tanh", "sigmoid", "exp")
 
 
+def bounded_log_scale(a: torch.Tensor, scale: str, tanh_scale: torch.Tensor | None = None):
+    """The coupling's log-scale ``s`` from the network's raw output ``a`` (Eq. 5 of the post
+    ``normalizing-flows``): ``c tanh(a)``, ``log σ(a + 2)`` or ``a`` itself.
+
+    ``tanh_scale`` is ``c``, broadcastable to ``a`` (needed for ``scale="tanh"`` only).
+    """
+    if scale == "tanh":
+        return tanh_scale * torch.tanh(a)
+    if scale == "sigmoid":
+        return nn.functional.logsigmoid(a + 2.0)
+    if scale == "exp":
+        return a
+    raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+
+
 class AffineCoupling(FlowLayer):
     """RealNVP's affine coupling: ``y = m ⊙ x + (1 - m) ⊙ (x ⊙ exp(s) + t)``, s, t of ``m ⊙ x``.
 
@@ -129,12 +144,7 @@ class AffineCoupling(FlowLayer):
 
     def _log_scale_shift(self, x):
         a, t = self.net(x * self.mask).chunk(2, dim=1)  # (B, D) each
-        if self.scale == "tanh":
-            s = self.tanh_scale * torch.tanh(a)
-        elif self.scale == "sigmoid":
-            s = nn.functional.logsigmoid(a + 2.0)
-        else:
-            s = a
+        s = bounded_log_scale(a, self.scale, getattr(self, "tanh_scale", None))
         keep = 1.0 - self.mask
         return s * keep, t * keep
 

@@ -1,8 +1,11 @@
-"""Ready-made flows for flat vectors: NICE, RealNVP, Glow, and stacks of planar/radial layers.
+"""Ready-made flows: NICE, RealNVP, Glow, and stacks of planar/radial layers.
 
 Each is a :class:`~deepnotes.generative.flows.base.Flow` (``log_prob``, ``sample``,
-``nll_bits_per_dim``). Image variants (squeeze, checkerboard/channel masks on feature maps,
-multi-scale split) are not implemented yet.
+``nll_bits_per_dim``) on flat vectors of length ``dim``. RealNVP and Glow also have an image
+mode, ``image_shape=(C, H, W)``: convolutional couplings with checkerboard/channel masks,
+squeeze and the multi-scale split (:mod:`deepnotes.generative.flows.image`). Image models take
+(B, C, H, W) or flattened (B, C·H·W) input; ``sample`` returns flat rows (reshape with
+``model.image_shape``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from deepnotes.generative.flows.coupling import (
     coupling_mask,
 )
 from deepnotes.generative.flows.glow import ActNorm, InvertibleConv1x1
+from deepnotes.generative.flows.image import (
+    ConvAffineCoupling,
+    as_flat,
+    dim_and_shape,
+    glow_levels,
+    realnvp_scales,
+)
 from deepnotes.generative.flows.planar import PlanarFlow, RadialFlow
 
 
@@ -86,45 +96,99 @@ class NICE(Flow):
         self.layers[-1].log_scale.copy_(math.log(prior_std) - torch.log(h.std(0) + 1e-6))
 
 
-class RealNVP(Flow):
-    """RealNVP for vectors (Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real
-    NVP", ICLR): affine couplings on alternating masks, Gaussian prior.
+class _ImageInput:
+    """Lets an image-mode model take (B, C, H, W) batches as well as flat (B, C·H·W) rows."""
 
-    ``scale`` picks the log-scale parameterisation of :class:`AffineCoupling` (``"tanh"``, the
-    paper's). The paper's batch normalisation is left out (``actnorm=True`` adds Glow's ActNorm
-    before each coupling instead).
+    image_shape: tuple[int, int, int] | None = None
+
+    def forward(self, x):
+        if self.image_shape is not None:
+            x = as_flat(x, self.image_shape, self.dim, type(self).__name__ + ".forward")
+        return super().forward(x)
+
+    def inverse(self, z):
+        if self.image_shape is not None:
+            z = as_flat(z, self.image_shape, self.dim, type(self).__name__ + ".inverse")
+        return super().inverse(z)
+
+
+class RealNVP(_ImageInput, Flow):
+    """RealNVP (Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real NVP", ICLR):
+    affine couplings on alternating masks, Gaussian prior.
+
+    Vectors (``dim``): ``n_couplings`` MLP couplings on alternating ``mask`` partitions
+    (``"parity"``, the 1-D checkerboard, or ``"half"``, the 1-D channel mask).
+
+    Images (``image_shape=(C, H, W)``): the paper's multi-scale architecture (Sec. 3.6,
+    :func:`~deepnotes.generative.flows.image.realnvp_scales`) with ``n_scales`` scales; per
+    scale ``n_couplings`` checkerboard couplings, squeeze, ``n_couplings`` channel couplings and
+    a split (the last scale: ``n_couplings + 1`` checkerboard couplings). Conditioners are
+    convolutional (:class:`ConvAffineCoupling`), ``hidden`` channels wide; ``mask`` is unused.
+
+    ``scale`` picks the log-scale parameterisation (``"tanh"``, the paper's). The paper's batch
+    normalisation is left out (``actnorm=True`` adds Glow's ActNorm before each coupling).
+    ``logit_alpha`` puts a :class:`LogitTransform` first (data in [0, 1]).
     """
 
-    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 128, n_hidden: int = 2,
-                 scale: str = "tanh", mask: str = "parity", actnorm: bool = False,
-                 logit_alpha: float | None = None):
-        _positive_int(dim=dim, n_couplings=n_couplings)
+    def __init__(self, dim: int | None = None, n_couplings: int = 6, hidden: int = 128,
+                 n_hidden: int = 2, scale: str = "tanh", mask: str = "parity",
+                 actnorm: bool = False, logit_alpha: float | None = None, *,
+                 image_shape=None, n_scales: int = 2):
+        dim, shape = dim_and_shape(dim, image_shape)
+        _positive_int(dim=dim, n_couplings=n_couplings, n_scales=n_scales)
         layers = _preprocess(dim, logit_alpha)
-        for k in range(n_couplings):
-            if actnorm:
-                layers.append(ActNorm(dim))
-            m = coupling_mask(dim, mask, flip=k % 2 == 1)
-            layers.append(AffineCoupling(dim, m, hidden, n_hidden, scale))
+        if shape is not None:
+            norm = (lambda shp: ActNorm(image_shape=shp)) if actnorm else None
+            layers += realnvp_scales(shape, n_scales, n_couplings, hidden, n_hidden, scale, norm)
+        else:
+            for k in range(n_couplings):
+                if actnorm:
+                    layers.append(ActNorm(dim))
+                m = coupling_mask(dim, mask, flip=k % 2 == 1)
+                layers.append(AffineCoupling(dim, m, hidden, n_hidden, scale))
         super().__init__(layers, base="normal")
+        self.image_shape = shape
 
 
-class Glow(Flow):
-    """Glow for vectors (Kingma & Dhariwal 2018): ``n_steps`` of ActNorm -> invertible 1×1
-    "convolution" (a learned linear map of the features) -> affine coupling on halves.
+class Glow(_ImageInput, Flow):
+    """Glow (Kingma & Dhariwal 2018): steps of ActNorm -> invertible 1×1 convolution -> affine
+    coupling on halves.
 
-    ``lu=True`` uses the LU-decomposed linear map; ``scale="sigmoid"`` is Glow's coupling scale.
-    ``generator`` seeds the random rotations that initialise the linear maps.
+    Vectors (``dim``): ``n_steps`` steps; the "1×1 convolution" is a learned linear map of all
+    features and the coupling network an MLP.
+
+    Images (``image_shape=(C, H, W)``): the multi-scale architecture (Fig. 2b,
+    :func:`~deepnotes.generative.flows.image.glow_levels`): ``n_levels`` levels of squeeze,
+    ``n_steps`` steps (per-channel ActNorm, C×C 1×1 convolution, convolutional coupling on the
+    channel halves) and, except at the last level, a split. H and W must be divisible by
+    ``2 ** n_levels``.
+
+    ``lu=True`` uses the LU-decomposed 1×1 map; ``scale="sigmoid"`` is Glow's coupling scale.
+    ``generator`` seeds the random rotations that initialise the 1×1 maps.
     """
 
-    def __init__(self, dim: int, n_steps: int = 6, hidden: int = 128, n_hidden: int = 2,
-                 lu: bool = True, scale: str = "sigmoid", logit_alpha: float | None = None,
-                 generator: torch.Generator | None = None):
-        _positive_int(dim=dim, n_steps=n_steps)
+    def __init__(self, dim: int | None = None, n_steps: int = 6, hidden: int = 128,
+                 n_hidden: int = 2, lu: bool = True, scale: str = "sigmoid",
+                 logit_alpha: float | None = None, generator: torch.Generator | None = None, *,
+                 image_shape=None, n_levels: int = 2):
+        dim, shape = dim_and_shape(dim, image_shape)
+        _positive_int(dim=dim, n_steps=n_steps, n_levels=n_levels)
         layers = _preprocess(dim, logit_alpha)
-        for _ in range(n_steps):
-            layers += [ActNorm(dim), InvertibleConv1x1(dim, lu=lu, generator=generator),
-                       AffineCoupling(dim, "half", hidden, n_hidden, scale)]
+        if shape is not None:
+            def step(shp):
+                out = []
+                for _ in range(n_steps):
+                    out += [ActNorm(image_shape=shp),
+                            InvertibleConv1x1(lu=lu, generator=generator, image_shape=shp),
+                            ConvAffineCoupling(shp, "channel", False, hidden, n_hidden, scale)]
+                return out
+            layers += glow_levels(shape, n_levels, step)
+        else:
+            for _ in range(n_steps):
+                layers += [ActNorm(dim), InvertibleConv1x1(dim, lu=lu, generator=generator),
+                           AffineCoupling(dim, "half", hidden, n_hidden, scale)]
         super().__init__(layers, base="normal")
+        self.image_shape = shape
 
 
 class PlanarStack(Flow):
