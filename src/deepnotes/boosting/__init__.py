@@ -5,15 +5,26 @@ Modules, one per concept (as scikit-learn's histogram GBDT): ``binning`` (quanti
 sparsity-aware split search), ``grower`` (depth-wise / loss-guided growth, row partitioning),
 ``exact`` (exact greedy on presorted columns), ``predictor`` (flat trees, numba prediction),
 ``objectives``, ``metrics``, ``model_io`` (JSON format), and the estimators in ``gbdt``.
+Ensembles: ``cart`` (CART trees on the same bins, Gini / squared error), ``forest`` (decision
+trees, random forests with out-of-bag scores), ``ensemble`` (bagging, AdaBoost SAMME) and
+``stacking`` (out-of-fold meta-features).
 
 Algorithm modules here are pure: no printing, plotting or CLI (``save_model`` / ``load_model``
 write and read the model file the caller names).
 """
 
 from deepnotes.boosting.binning import BinMapper
+from deepnotes.boosting.ensemble import AdaBoostClassifier, BaggingClassifier, BaggingRegressor
+from deepnotes.boosting.forest import (
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from deepnotes.boosting.gbdt import GBDTClassifier, GBDTRegressor
 from deepnotes.boosting.metrics import auc, error, logloss, mlogloss, rmse
 from deepnotes.boosting.predictor import Forest, Tree
+from deepnotes.boosting.stacking import StackingClassifier, StackingRegressor
 
 
 def load_model(path):
@@ -33,5 +44,8 @@ def load_model(path):
     return classes[name]().load_model(path)
 
 
-__all__ = ["BinMapper", "Forest", "GBDTClassifier", "GBDTRegressor", "Tree", "auc", "error",
-           "load_model", "logloss", "mlogloss", "rmse"]
+__all__ = ["AdaBoostClassifier", "BaggingClassifier", "BaggingRegressor", "BinMapper",
+           "DecisionTreeClassifier", "DecisionTreeRegressor", "Forest", "GBDTClassifier",
+           "GBDTRegressor", "RandomForestClassifier", "RandomForestRegressor",
+           "StackingClassifier", "StackingRegressor", "Tree", "auc", "error", "load_model",
+           "logloss", "mlogloss", "rmse"]
