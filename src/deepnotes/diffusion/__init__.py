@@ -6,7 +6,8 @@ the σ-space variable ``x_σ = x_0 + σ ε``; ``schedules`` gives decreasing ``s
 convention, and every function in ``samplers`` takes ``(D, x, sigmas, ..., callback=None)``.
 ``gmm`` holds exact Gaussian-mixture marginals (the test reference), ``likelihood`` the
 probability-flow ODE log-density, ``ode`` our Dormand–Prince integrator, ``networks`` a small MLP
-backbone for 2-D data, ``metrics`` the sliced Wasserstein distance and ``guidance``
+backbone for 2-D data, ``unet`` a small U-Net (and its encoder as a noise-conditional
+classifier) for digit images, ``metrics`` the sliced Wasserstein and Fréchet distances, ``guidance``
 classifier and classifier-free guidance as denoiser wrappers, ``rectified_flow`` reflow pairs
 and path straightness.
 
@@ -24,7 +25,8 @@ from deepnotes.diffusion import (
     rectified_flow,
     samplers,
     schedules,
+    unet,
 )
 
 __all__ = ["gmm", "guidance", "likelihood", "metrics", "networks", "ode", "parameterizations",
-           "processes", "rectified_flow", "samplers", "schedules"]
+           "processes", "rectified_flow", "samplers", "schedules", "unet"]

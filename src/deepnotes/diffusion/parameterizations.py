@@ -148,12 +148,19 @@ class EDMPrecond(nn.Module):
         """``λ(σ) = (σ² + σ_d²)/(σ σ_d)² = 1/c_out²`` (Eq. 8): unit effective weight on ``F``."""
         return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``D(x; σ)``, or ``D(x; σ, y)`` when ``class_labels`` (B,) is given: the labels are
+        passed on as ``F(c_in x, c_noise, class_labels)`` (conditional backbones only)."""
         sigma = _as_tensor(sigma).to(x)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = (_bshape(c, x) for c in self.coefficients(sigma))
-        return c_skip * x + c_out * self.backbone(c_in * x, c_noise.view(-1))
+        if class_labels is None:
+            f = self.backbone(c_in * x, c_noise.view(-1))
+        else:
+            f = self.backbone(c_in * x, c_noise.view(-1), class_labels)
+        return c_skip * x + c_out * f
 
 
 def sample_lognormal_sigma(n: int, p_mean: float = -1.2, p_std: float = 1.2,
@@ -173,17 +180,20 @@ def sample_logit_normal_t(n: int, mean: float = 0.0, std: float = 1.0,
 
 
 def edm_loss(denoiser: EDMPrecond, x0: torch.Tensor, p_mean: float = -1.2, p_std: float = 1.2,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None,
+             class_labels: torch.Tensor | None = None) -> torch.Tensor:
     """EDM training loss (Karras et al. 2022, Eq. 2 and 8): ``E λ(σ) ||D(x_0 + σε; σ) − x_0||²``.
 
-    Returns the scalar mean over the batch of the per-example sum over dimensions.
+    ``class_labels`` (B,), optional, are passed to a conditional denoiser (already dropped to
+    the null label where classifier-free guidance needs it). Returns the scalar mean over the
+    batch of the per-example sum over dimensions.
     """
     if not isinstance(denoiser, EDMPrecond):
         raise TypeError("edm_loss expects an EDMPrecond (its λ(σ) matches the preconditioning)")
     sigma = sample_lognormal_sigma(x0.shape[0], p_mean, p_std, generator, x0.dtype, x0.device)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x = x0 + _bshape(sigma, x0) * noise
-    err = (denoiser(x, sigma) - x0) ** 2
+    err = (denoiser(x, sigma, class_labels) - x0) ** 2
     return (denoiser.loss_weight(sigma) * err.flatten(1).sum(1)).mean()
 
 
