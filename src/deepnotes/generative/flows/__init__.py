@@ -4,12 +4,12 @@ Every layer maps data -> noise in ``forward(x) -> (z, log_det)`` and back in
 ``inverse(z) -> (x, log_det)``, ``log_det`` of shape (B,). :class:`Flow` composes layers with a
 base density and gives ``log_prob``, ``sample`` and ``nll_bits_per_dim``.
 
-- ``base``: :class:`Flow`, :class:`FlowLayer`, :class:`Inverse`, :class:`Reverse`,
+- ``base``: :class:`Flow`, :class:`Chain`, :class:`FlowLayer`, :class:`Inverse`, :class:`Reverse`,
   :class:`Permute`, :class:`LogitTransform`, :class:`StandardNormal`, :class:`StandardLogistic`
 - ``coupling``: :class:`AdditiveCoupling`, :class:`AffineCoupling`, :class:`Scaling`,
   :func:`coupling_mask`
 - ``glow``: :class:`ActNorm`, :class:`InvertibleConv1x1`
-- ``image``: :class:`Squeeze`, :class:`ConvAffineCoupling`, :class:`Split`, :class:`Chain`,
+- ``image``: :class:`Squeeze`, :class:`ConvAffineCoupling`, :class:`Split`,
   :func:`image_mask` (checkerboard and channel masks), :class:`ConvNet`
 - ``planar``: :class:`PlanarFlow`, :class:`RadialFlow`
 - ``vi``: the energies U1-U4 of Rezende & Mohamed, :func:`potential`, :func:`vi_flow`,
@@ -19,6 +19,7 @@ base density and gives ``log_prob``, ``sample`` and ``nll_bits_per_dim``.
 """
 
 from deepnotes.generative.flows.base import (
+    Chain,
     Flow,
     FlowLayer,
     Inverse,
@@ -37,7 +38,6 @@ from deepnotes.generative.flows.coupling import (
 )
 from deepnotes.generative.flows.glow import ActNorm, InvertibleConv1x1
 from deepnotes.generative.flows.image import (
-    Chain,
     ConvAffineCoupling,
     ConvNet,
     Split,

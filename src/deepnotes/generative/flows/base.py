@@ -186,22 +186,14 @@ class StandardLogistic(nn.Module):
 BASES = {"normal": StandardNormal, "logistic": StandardLogistic}
 
 
-class Flow(FlowLayer):
-    """Layers ``f_1, ..., f_K`` (data -> noise) composed with a base distribution.
+class Chain(FlowLayer):
+    """Layers of one dimension applied in order (data -> noise); ``inverse`` runs them backwards.
+    The log-determinants add up (chain rule). A :class:`Flow` is a Chain with a base density."""
 
-    Parameters
-    ----------
-    layers : sequence of FlowLayer
-        Applied in order by ``forward`` (data -> noise) and in reverse by ``inverse``.
-    base : {"normal", "logistic"} or nn.Module
-        The base density ``p_Z``; a module needs ``log_prob(z) -> (B,)`` and
-        ``sample(n, generator)``.
-    """
-
-    def __init__(self, layers: Sequence[FlowLayer], base="normal"):
+    def __init__(self, layers: Sequence[FlowLayer]):
         layers = list(layers)
         if not layers:
-            raise ValueError("a Flow needs at least one layer")
+            raise ValueError(f"a {type(self).__name__} needs at least one layer")
         for i, layer in enumerate(layers):
             if not isinstance(layer, FlowLayer):
                 raise TypeError(f"layer {i} is a {type(layer).__name__}, not a FlowLayer")
@@ -210,11 +202,6 @@ class Flow(FlowLayer):
             raise ValueError(f"all layers must share one dim, got dims {sorted(dims)}")
         super().__init__(layers[0].dim)
         self.layers = nn.ModuleList(layers)
-        if isinstance(base, str):
-            if base not in BASES:
-                raise ValueError(f"base must be one of {sorted(BASES)} or a module, got {base!r}")
-            base = BASES[base](self.dim)
-        self.base = base
 
     def _forward(self, x):
         log_det = x.new_zeros(x.shape[0])
@@ -229,6 +216,27 @@ class Flow(FlowLayer):
             z, ld = layer._inverse(z)
             log_det = log_det + ld
         return z, log_det
+
+
+class Flow(Chain):
+    """Layers ``f_1, ..., f_K`` (data -> noise) composed with a base distribution.
+
+    Parameters
+    ----------
+    layers : sequence of FlowLayer
+        Applied in order by ``forward`` (data -> noise) and in reverse by ``inverse``.
+    base : {"normal", "logistic"} or nn.Module
+        The base density ``p_Z``; a module needs ``log_prob(z) -> (B,)`` and
+        ``sample(n, generator)``.
+    """
+
+    def __init__(self, layers: Sequence[FlowLayer], base="normal"):
+        super().__init__(layers)
+        if isinstance(base, str):
+            if base not in BASES:
+                raise ValueError(f"base must be one of {sorted(BASES)} or a module, got {base!r}")
+            base = BASES[base](self.dim)
+        self.base = base
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density ``log p_X(x)`` in nats (Eq. 1), shape (B,), of ``x`` (B, dim)."""

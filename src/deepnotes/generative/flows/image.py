@@ -15,12 +15,11 @@ Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolution
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from deepnotes.generative.flows.base import FlowLayer
+from deepnotes.generative.flows.base import Chain, FlowLayer
 from deepnotes.generative.flows.coupling import SCALES, bounded_log_scale
 
 IMAGE_MASKS = ("checkerboard", "channel")
@@ -191,34 +190,6 @@ class ConvAffineCoupling(ImageLayer):
 
     def _inverse(self, z):
         return self._couple(z, -1.0)
-
-
-class Chain(FlowLayer):
-    """Layers of one dimension applied in order (a :class:`Flow` without a base density)."""
-
-    def __init__(self, layers: Sequence[FlowLayer]):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("a Chain needs at least one layer")
-        dims = {layer.dim for layer in layers}
-        if len(dims) != 1:
-            raise ValueError(f"all layers must share one dim, got dims {sorted(dims)}")
-        super().__init__(dims.pop())
-        self.layers = nn.ModuleList(layers)
-
-    def _forward(self, x):
-        log_det = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer._forward(x)
-            log_det = log_det + ld
-        return x, log_det
-
-    def _inverse(self, z):
-        log_det = z.new_zeros(z.shape[0])
-        for layer in reversed(self.layers):
-            z, ld = layer._inverse(z)
-            log_det = log_det + ld
-        return z, log_det
 
 
 class Split(FlowLayer):
