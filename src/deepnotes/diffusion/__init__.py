@@ -8,8 +8,8 @@ convention, and every function in ``samplers`` takes ``(D, x, sigmas, ..., callb
 probability-flow ODE log-density, ``ode`` our Dormand–Prince integrator, ``networks`` a small MLP
 backbone for 2-D data, ``unet`` a small U-Net (and its encoder as a noise-conditional
 classifier) for digit images, ``metrics`` the sliced Wasserstein and Fréchet distances, ``guidance``
-classifier and classifier-free guidance as denoiser wrappers, ``rectified_flow`` reflow pairs
-and path straightness.
+classifier and classifier-free guidance as denoiser wrappers, ``rectified_flow`` reflow pairs,
+path straightness and the flow-matching loss (``rectified_flow_loss``).
 
 Algorithm modules here are pure: no file I/O, printing, plotting or CLI."""
 
