@@ -20,8 +20,12 @@ size, number of steps and network widths, on the same batches, with gradient-nor
 - digits (fixed split of ``deepnotes.data``, uniform dequantisation, logit transform with
   α = 0.05 in both), test bits/dim (Eq. 15 of the post ``normalizing-flows``):
   - ``realnvp_vector``: ``RealNVP(64, ...)`` vs ``MaskedAffineFlow`` + ``Logit``;
-  - ``glow_image``: ``Glow(image_shape=(1, 8, 8), n_levels=2)`` vs normflows'
-    ``MultiscaleFlow`` of ``GlowBlock`` (its Glow example, 2 levels, fixed Gaussian bases).
+  - ``glow_image``: ``Glow(image_shape=(1, 8, 8), n_levels=2)`` with the paper's learned priors
+    (a Gaussian for the factored-out half conditioned on the kept half, a per-channel Gaussian at
+    the top) vs normflows' ``MultiscaleFlow`` of ``GlowBlock`` with its Glow example's learned
+    per-channel bases (``GlowBase``; normflows has no conditional split prior);
+  - ``glow_image_fixed_prior``: the same two models with every base the fixed standard normal
+    (``learn_prior=False`` vs ``DiagGaussian(trainable=False)``).
 
 Equal size: every row records both parameter counts. Where the architectures differ in size
 (RealNVP's separate s and t networks in normflows against our single network that outputs both;
@@ -41,11 +45,15 @@ the first five of each seed. Nothing is JIT-compiled (plain PyTorch), so there i
 time to separate. Torch runs on one thread.
 
     python benchmarks/flows.py [--quick]
+
+``FLOWS_ONLY=digits/glow_image,...`` (row names, comma-separated) runs only those rows; write
+such partial runs elsewhere with ``--out DIR``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import normflows as nf
@@ -188,7 +196,7 @@ def _toy_makers(arch: str, k: int):
     return (lambda h: Glow(2, k, h)), (lambda h: _nf_glow_2d(k, h))
 
 
-def _toys(cfg: dict) -> dict:
+def _toys(cfg: dict, only=None) -> dict:
     out = {}
     k, h = cfg["toy_depth"], cfg["toy_hidden"]
     for t_i, toy_name in enumerate(cfg["toys"]):
@@ -196,6 +204,8 @@ def _toys(cfg: dict) -> dict:
         x_test = torch.from_numpy(toy.sample(5000, np.random.default_rng(10 + t_i))).float()
         true_nll = -float(np.mean(toy.log_prob(x_test.double().numpy())))
         for arch in ("nice", "realnvp", "glow"):
+            if only is not None and f"{toy_name}/{arch}" not in only:
+                continue
             make_ours, make_theirs = _toy_makers(arch, k)
             h_ours = _matched_hidden(make_ours, _n_params(make_theirs(h)), h)
             nll: dict = {"ours": [], "normflows": []}
@@ -276,8 +286,9 @@ def _nf_realnvp_vector(k: int, hidden: int):
     return nf.NormalizingFlow(nf.distributions.DiagGaussian(64, trainable=False), flows)
 
 
-def _nf_glow_image(k: int, hidden: int, levels: int = 2):
-    """normflows' Glow example for (1, 8, 8) inputs, with fixed standard-normal bases."""
+def _nf_glow_image(k: int, hidden: int, levels: int = 2, learn_prior: bool = False):
+    """normflows' Glow example for (1, 8, 8) inputs: learned per-channel bases (``GlowBase``,
+    unconditional) if ``learn_prior``, else fixed standard-normal bases."""
     c, hw = 1, 8
     q0, merges, flows = [], [], []
     for i in range(levels):
@@ -289,7 +300,8 @@ def _nf_glow_image(k: int, hidden: int, levels: int = 2):
             shape = (c * 2 ** (levels - i), hw // 2 ** (levels - i), hw // 2 ** (levels - i))
         else:
             shape = (c * 2 ** (levels + 1), hw // 2 ** levels, hw // 2 ** levels)
-        q0.append(nf.distributions.DiagGaussian(shape, trainable=False))
+        q0.append(nf.distributions.GlowBase(shape) if learn_prior
+                  else nf.distributions.DiagGaussian(shape, trainable=False))
     return nf.MultiscaleFlow(q0, flows, merges, transform=nf.transforms.Logit(ALPHA),
                              class_cond=False)
 
@@ -299,12 +311,16 @@ def _digit_makers(arch: str, cfg: dict):
         k = cfg["vec_depth"]
         return (lambda h: RealNVP(64, k, h, logit_alpha=ALPHA)), \
             (lambda h: _nf_realnvp_vector(k, h)), cfg["vec_hidden"]
-    k = cfg["img_steps"]
-    return (lambda h: Glow(image_shape=(1, 8, 8), n_steps=k, hidden=h, logit_alpha=ALPHA)), \
-        (lambda h: _nf_glow_image(k, h)), cfg["img_hidden"]
+    k, learn = cfg["img_steps"], arch == "glow_image"
+    return (lambda h: Glow(image_shape=(1, 8, 8), n_steps=k, hidden=h, logit_alpha=ALPHA,
+                           learn_prior=learn)), \
+        (lambda h: _nf_glow_image(k, h, learn_prior=learn)), cfg["img_hidden"]
 
 
-def _digits(cfg: dict) -> dict:
+DIGIT_ROWS = ("realnvp_vector", "glow_image", "glow_image_fixed_prior")
+
+
+def _digits(cfg: dict, only=None) -> dict:
     k_train = np.rint(load_digits("train", "float", flatten=True)[0] * (N_LEVELS - 1))
     k_test = np.rint(load_digits("test", "float", flatten=True)[0] * (N_LEVELS - 1))
 
@@ -319,7 +335,9 @@ def _digits(cfg: dict) -> dict:
         return -float((log_p.double() - 64 * math.log(N_LEVELS)).mean()) / (64 * math.log(2))
 
     out = {}
-    for arch in ("realnvp_vector", "glow_image"):
+    for arch in DIGIT_ROWS:
+        if only is not None and f"digits/{arch}" not in only:
+            continue
         make_ours, make_theirs, h = _digit_makers(arch, cfg)
         h_ours = _matched_hidden(make_ours, _n_params(make_theirs(h)), h)
         bpd: dict = {"ours": [], "normflows": []}
@@ -370,9 +388,14 @@ def _verdicts(sections: dict) -> dict:
             "time_over": [n for n, r in rows.items() if not r["time_ok"]]}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, only=None) -> dict:
+    """All rows, or only the row names in ``only`` (default: ``$FLOWS_ONLY``, comma-separated,
+    e.g. ``digits/glow_image``)."""
     torch.set_num_threads(THREADS)
     cfg = QUICK if quick else FULL
+    if only is None and os.environ.get("FLOWS_ONLY"):
+        only = os.environ["FLOWS_ONLY"].split(",")
+    only = None if only is None else {name.strip() for name in only}
     t0 = time.perf_counter()
     figures: dict = {
         "normflows_version": nf.__version__, "torch_threads": THREADS,
@@ -382,7 +405,11 @@ def run(quick: bool = False) -> dict:
                                "a seed sets initialisation and training batches, test sets "
                                "are fixed")},
         "budget": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
-    sections = {"toys": _toys(cfg), "vi": _vi(cfg), "digits": _digits(cfg)}
+    if only is not None:
+        figures["only"] = sorted(only)
+    sections = {"toys": _toys(cfg, only),
+                "vi": _vi(cfg) if only is None or "U2/planar" in only else {},
+                "digits": _digits(cfg, only)}
     figures.update(sections)
     figures["summary"] = _verdicts(sections)
     figures["wall_s"] = time.perf_counter() - t0

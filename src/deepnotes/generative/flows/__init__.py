@@ -9,7 +9,8 @@ base density and gives ``log_prob``, ``sample`` and ``nll_bits_per_dim``.
 - ``coupling``: :class:`AdditiveCoupling`, :class:`AffineCoupling`, :class:`Scaling`,
   :func:`coupling_mask`
 - ``glow``: :class:`ActNorm`, :class:`InvertibleConv1x1`
-- ``image``: :class:`Squeeze`, :class:`ConvAffineCoupling`, :class:`Split`,
+- ``image``: :class:`Squeeze`, :class:`ConvAffineCoupling`, :class:`Split` (optionally with
+  Glow's learned conditional prior), :class:`LearnedTopPrior`,
   :func:`image_mask` (checkerboard and channel masks), :class:`ConvNet`
 - ``planar``: :class:`PlanarFlow`, :class:`RadialFlow`
 - ``vi``: the energies U1-U4 of Rezende & Mohamed, :func:`potential`, :func:`vi_flow`,
@@ -40,6 +41,7 @@ from deepnotes.generative.flows.glow import ActNorm, InvertibleConv1x1
 from deepnotes.generative.flows.image import (
     ConvAffineCoupling,
     ConvNet,
+    LearnedTopPrior,
     Split,
     Squeeze,
     image_mask,
@@ -62,6 +64,7 @@ __all__ = [
     "Glow",
     "Inverse",
     "InvertibleConv1x1",
+    "LearnedTopPrior",
     "LogitTransform",
     "Permute",
     "PlanarFlow",

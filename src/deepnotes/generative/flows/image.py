@@ -199,23 +199,87 @@ class Split(FlowLayer):
     straight to the base density (Eq. 17), the second continues through ``inner``. In the
     channel-major layout the first C/2 channels of a (C, H, W) image are the leading features.
     log|det| is ``inner``'s.
+
+    ``learn_prior=True`` (needs ``image_shape`` = (C, H, W), the shape being split) gives the
+    factored-out half z2 Glow's learned conditional prior (Kingma & Dhariwal 2018, "split2d"):
+    ``z2 ~ N(mu(z1), diag(sigma(z1)^2))`` with ``(mu, log sigma)`` from a zero-initialised 3×3
+    convolution of the kept half z1 (before ``inner``). It is applied as the affine bijection
+    ``eps = (z2 - mu) ⊙ exp(-log sigma)``, whose log|det| ``-sum log sigma`` is added to
+    ``inner``'s, so the standard-normal base density of ``eps`` plus this term is exactly
+    ``log p(z2 | z1)``. At initialisation mu = 0 and sigma = 1: the fixed standard normal.
     """
 
-    def __init__(self, dim: int, inner: FlowLayer):
+    def __init__(self, dim: int, inner: FlowLayer, image_shape=None, learn_prior: bool = False):
         super().__init__(dim)
         if not isinstance(inner, FlowLayer) or not 1 <= inner.dim < dim:
             raise ValueError(f"Split needs an inner FlowLayer of dim in [1, {dim}), "
                              f"got {getattr(inner, 'dim', inner)!r}")
         self.inner = inner
         self.n_out = dim - inner.dim
+        self.prior = None
+        if learn_prior:
+            if image_shape is None:
+                raise ValueError("Split(learn_prior=True) needs image_shape=(C, H, W)")
+            c, h, w = check_image_shape(image_shape)
+            if c * h * w != dim or c < 2 or c % 2 or inner.dim != dim // 2:
+                raise ValueError(f"Split(learn_prior=True) needs an even channel count, "
+                                 f"C·H·W = dim and inner.dim = dim / 2; got image_shape "
+                                 f"{(c, h, w)}, dim {dim}, inner.dim {inner.dim}")
+            self.half_shape = (c // 2, h, w)
+            self.prior = nn.Conv2d(c // 2, c, 3, padding=1)
+            nn.init.zeros_(self.prior.weight)
+            nn.init.zeros_(self.prior.bias)
+
+    def _mean_log_std(self, kept):
+        """(mu, log sigma) of the factored-out half, each (B, C/2·H·W), from the kept half."""
+        out = self.prior(kept.reshape(kept.shape[0], *self.half_shape))  # (B, C, H, W)
+        mu, log_std = out.chunk(2, dim=1)
+        return mu.flatten(1), log_std.flatten(1)
 
     def _forward(self, x):
-        h, ld = self.inner._forward(x[:, self.n_out:])
-        return torch.cat([x[:, :self.n_out], h], 1), ld
+        out, kept = x[:, :self.n_out], x[:, self.n_out:]
+        h, ld = self.inner._forward(kept)
+        if self.prior is not None:
+            mu, log_std = self._mean_log_std(kept)
+            out = (out - mu) * torch.exp(-log_std)
+            ld = ld - log_std.sum(1)
+        return torch.cat([out, h], 1), ld
 
     def _inverse(self, z):
-        h, ld = self.inner._inverse(z[:, self.n_out:])
-        return torch.cat([z[:, :self.n_out], h], 1), ld
+        out = z[:, :self.n_out]
+        kept, ld = self.inner._inverse(z[:, self.n_out:])
+        if self.prior is not None:
+            mu, log_std = self._mean_log_std(kept)
+            out = out * torch.exp(log_std) + mu
+            ld = ld + log_std.sum(1)
+        return torch.cat([out, kept], 1), ld
+
+
+class LearnedTopPrior(ImageLayer):
+    """Glow's learned prior at the top level ("learntop"): ``z ~ N(mu_c, sigma_c^2)`` with one
+    mean and log-std per channel, zero-initialised (the standard normal at the start).
+
+    Applied as ``eps = (z - mu) ⊙ exp(-log sigma)`` with log|det| ``-H·W·sum_c log sigma_c``, so
+    the standard-normal base density of ``eps`` plus log|det| is exactly ``log N(z; mu, sigma)``.
+    """
+
+    def __init__(self, image_shape):
+        super().__init__(image_shape)
+        c = self.image_shape[0]
+        self.mean = nn.Parameter(torch.zeros(c, 1, 1))
+        self.log_std = nn.Parameter(torch.zeros(c, 1, 1))
+
+    def _log_det(self, z):
+        _, h, w = self.image_shape
+        return (-h * w * self.log_std.sum()).expand(z.shape[0])
+
+    def _forward(self, x):
+        z = (self._image(x) - self.mean) * torch.exp(-self.log_std)
+        return z.flatten(1), self._log_det(x)
+
+    def _inverse(self, z):
+        x = self._image(z) * torch.exp(self.log_std) + self.mean
+        return x.flatten(1), -self._log_det(z)
 
 
 def half_channels(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -262,11 +326,15 @@ def realnvp_scales(image_shape, n_scales: int, n_couplings: int, hidden: int, n_
     return layers
 
 
-def glow_levels(image_shape, n_levels: int, step) -> list[FlowLayer]:
+def glow_levels(image_shape, n_levels: int, step, learn_prior: bool = False) -> list[FlowLayer]:
     """Glow's multi-scale stack (Fig. 2b), data -> noise: per level a squeeze, the layers
     ``step(shape)`` returns (K steps of ActNorm, 1×1 convolution, coupling), and, except at the
     last level, a split that factors out half of the channels. Needs H, W divisible by
     ``2 ** n_levels``.
+
+    ``learn_prior=True``: the paper's learned priors, a conditional Gaussian for each split's
+    factored-out half (:class:`Split`) and a per-channel Gaussian at the top
+    (:class:`LearnedTopPrior`); ``False``: the standard normal for both.
     """
     shape = check_image_shape(image_shape)
     _, h, w = shape
@@ -276,8 +344,10 @@ def glow_levels(image_shape, n_levels: int, step) -> list[FlowLayer]:
     sq = Squeeze(shape)
     layers: list[FlowLayer] = [sq, *step(sq.out_shape)]
     if n_levels > 1:
-        rest = glow_levels(half_channels(sq.out_shape), n_levels - 1, step)
-        layers.append(Split(sq.dim, Chain(rest)))
+        rest = glow_levels(half_channels(sq.out_shape), n_levels - 1, step, learn_prior)
+        layers.append(Split(sq.dim, Chain(rest), sq.out_shape, learn_prior))
+    elif learn_prior:
+        layers.append(LearnedTopPrior(sq.out_shape))
     return layers
 
 

@@ -163,6 +163,12 @@ class Glow(_ImageInput, Flow):
     channel halves) and, except at the last level, a split. H and W must be divisible by
     ``2 ** n_levels``.
 
+    ``learn_prior`` (images only): the paper's learned priors, a Gaussian for each split's
+    factored-out half conditioned on the kept half by a zero-initialised 3×3 convolution and a
+    per-channel Gaussian at the top (:class:`~deepnotes.generative.flows.image.Split`,
+    :class:`~deepnotes.generative.flows.image.LearnedTopPrior`); both start as the standard
+    normal. ``False`` scores every factored-out coordinate with the fixed standard normal.
+
     ``lu=True`` uses the LU-decomposed 1×1 map; ``scale="sigmoid"`` is Glow's coupling scale.
     ``generator`` seeds the random rotations that initialise the 1×1 maps.
     """
@@ -170,7 +176,7 @@ class Glow(_ImageInput, Flow):
     def __init__(self, dim: int | None = None, n_steps: int = 6, hidden: int = 128,
                  n_hidden: int = 2, lu: bool = True, scale: str = "sigmoid",
                  logit_alpha: float | None = None, generator: torch.Generator | None = None, *,
-                 image_shape=None, n_levels: int = 2):
+                 image_shape=None, n_levels: int = 2, learn_prior: bool = True):
         dim, shape = dim_and_shape(dim, image_shape)
         _positive_int(dim=dim, n_steps=n_steps, n_levels=n_levels)
         layers = _preprocess(dim, logit_alpha)
@@ -182,7 +188,7 @@ class Glow(_ImageInput, Flow):
                             InvertibleConv1x1(lu=lu, generator=generator, image_shape=shp),
                             ConvAffineCoupling(shp, "channel", False, hidden, n_hidden, scale)]
                 return out
-            layers += glow_levels(shape, n_levels, step)
+            layers += glow_levels(shape, n_levels, step, learn_prior)
         else:
             for _ in range(n_steps):
                 layers += [ActNorm(dim), InvertibleConv1x1(dim, lu=lu, generator=generator),
