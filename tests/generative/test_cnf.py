@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+import torchdiffeq  # the peer ODE solver (bench extra): imported, never skipped
 from scipy.linalg import expm
 from torch import nn
 
 from deepnotes.diffusion.gmm import GaussianMixture
 from deepnotes.diffusion.likelihood import augmented_dynamics
 from deepnotes.generative.flows.cnf import CNF, TimeMLP, rk4
-
-torchdiffeq = pytest.importorskip("torchdiffeq")
 
 
 def _gmm() -> GaussianMixture:
