@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepnotes.boosting.binning import BinMapper, bin_dtype
 
@@ -50,3 +52,41 @@ def test_dtype_and_bad_max_bin():
     assert bin_dtype(255) == np.uint8 and bin_dtype(256) == np.uint16
     with pytest.raises(ValueError, match="max_bin"):
         bin_dtype(1)
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=40),
+       st.lists(st.floats(-2e6, 2e6, allow_nan=False), min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_both_searches_count_the_edges_below(edges, xs):
+    from deepnotes.boosting.binning import count_below, count_below_256
+
+    e = np.unique(np.array(edges, dtype=np.float64))
+    padded = np.concatenate([e, np.full(256 - e.shape[0], np.inf)])  # as transform pads
+    for x in xs + [float(v) for v in e] + [np.inf, -np.inf]:  # an edge equal to x is not below
+        expected = np.searchsorted(e, x, side="left")
+        assert count_below(padded, e.shape[0], x) == expected
+        assert count_below_256(padded, x) == expected
+
+
+def test_unit_weights_give_the_same_edges_as_the_weighted_path():
+    rng = np.random.default_rng(5)
+    X = np.round(rng.normal(size=(5000, 3)), 2)  # ties, and more distinct values than bins
+    X[rng.random(X.shape) < 0.1] = np.nan
+    unit = BinMapper(32, subsample=None).fit(X)
+    # weight 1 - 1e-16 rounds to 1.0 and so would take the unit path; 0.5 everywhere scales the
+    # cumulative weights without changing any quantile and takes the weighted (argsort) path
+    halves = BinMapper(32, subsample=None).fit(X, np.full(5000, 0.5))
+    np.testing.assert_array_equal(unit.edges_, halves.edges_)
+    np.testing.assert_array_equal(unit.n_edges_, halves.n_edges_)
+    np.testing.assert_array_equal(unit.transform(X), unit.transform_row_major(X))
+    assert unit.transform(X).flags.f_contiguous and unit.transform_row_major(X).flags.c_contiguous
+
+
+def test_more_than_256_bins_take_the_general_search():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(3000, 2))
+    mapper = BinMapper(1000, subsample=None).fit(X)
+    assert mapper.edges_.shape[1] > 256
+    expected = np.stack([np.searchsorted(mapper.edges_[j, :mapper.n_edges_[j]], X[:, j],
+                                         side="left") for j in range(2)], axis=1)
+    np.testing.assert_array_equal(mapper.transform(X), expected)

@@ -6,6 +6,7 @@ import pytest
 from deepnotes.boosting.histogram import (
     build_histogram,
     build_histogram_root,
+    build_histograms,
     histogram_reference,
     subtract_histogram,
 )
@@ -25,7 +26,7 @@ def test_kernels_match_reference(n_rows):
     feats = np.arange(5, dtype=np.int64)
     rows = np.sort(np.random.default_rng(1).choice(40000, n_rows, replace=False)).astype(np.int32)
     hist = np.empty((5, 17, 2))
-    build_histogram(Xb, rows, g, h, feats, hist)
+    build_histogram(np.ascontiguousarray(Xb), rows, g, h, feats, hist)
     # float64 sums of float32 inputs in a different order: agree to ~1e-12 relative
     np.testing.assert_allclose(hist, histogram_reference(Xb, rows, g, h, 17), rtol=1e-10,
                                atol=1e-10)
@@ -43,7 +44,7 @@ def test_only_requested_features_are_written_and_subtraction_gives_sibling():
     build_histogram_root(Xb, g, h, feats, parent)
     assert np.all(parent[[0, 2, 4]] == 7.0)
     small = np.empty_like(parent)
-    build_histogram(Xb, left, g, h, feats, small)
+    build_histogram(np.ascontiguousarray(Xb), left, g, h, feats, small)
     subtract_histogram(parent, small, feats, parent)
     ref = histogram_reference(Xb, right, g, h, 17)
     np.testing.assert_allclose(parent[feats], ref[feats], rtol=1e-9, atol=1e-9)
@@ -64,3 +65,61 @@ def test_partition_is_stable_and_matches_numpy(n):
         assert nl == left.sum()
         np.testing.assert_array_equal(r[7:n - 3], np.concatenate([seg[left], seg[~left]]))
         np.testing.assert_array_equal(r[:7], rows[:7])
+
+
+def test_level_histograms_match_reference_and_subtract_from_parents():
+    from deepnotes.boosting.histogram import CHUNK_ROWS
+
+    Xb, g, h = _data(n=3 * CHUNK_ROWS, f=6, n_bins=17)
+    rng = np.random.default_rng(2)
+    feats = np.array([0, 2, 3, 5], dtype=np.int64)
+    # three nodes: one spanning several chunks, one small, one empty
+    sizes = [2 * CHUNK_ROWS + 5, 777, 0]
+    picked = rng.permutation(Xb.shape[0])[:sum(sizes)]
+    stops = np.cumsum(sizes).astype(np.int64)
+    starts = stops - np.array(sizes, dtype=np.int64)
+    rows = np.concatenate([np.sort(picked[a:b]) for a, b in zip(starts, stops, strict=True)])
+    rows = rows.astype(np.int32)
+    out = np.full((3, 6, 17, 2), 5.0)
+    parent = np.stack([histogram_reference(Xb, np.arange(Xb.shape[0]), g, h, 17)] * 3)
+    parent_before = parent.copy()
+    build_histograms(np.ascontiguousarray(Xb), rows, starts, stops, g, h, feats, out, parent)
+    for s in range(3):
+        ref = histogram_reference(Xb, rows[starts[s]:stops[s]], g, h, 17)
+        np.testing.assert_allclose(out[s, feats], ref[feats], rtol=1e-10, atol=1e-10)
+        assert np.all(out[s, [1, 4]] == 5.0)  # features not asked for are left alone
+        np.testing.assert_allclose(parent[s, feats], parent_before[s, feats] - ref[feats],
+                                   rtol=1e-9, atol=1e-9)
+        assert np.all(parent[s, [1, 4]] == parent_before[s, [1, 4]])
+
+
+def test_histograms_do_not_depend_on_the_thread_count():
+    import numba
+
+
+    Xb, g, h = _data(n=60000)
+    Xr = np.ascontiguousarray(Xb)
+    rows = np.sort(np.random.default_rng(4).choice(60000, 50000, replace=False)).astype(np.int32)
+    feats = np.arange(5, dtype=np.int64)
+    starts, stops = np.array([0], dtype=np.int64), np.array([50000], dtype=np.int64)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            out = np.zeros((1, 5, 17, 2))
+            build_histograms(Xr, rows, starts, stops, g, h, feats, out)
+            root = np.zeros((5, 17, 2))
+            build_histogram_root(Xb, g, h, feats, root)
+            results.append((out, root))
+    finally:
+        numba.set_num_threads(before)
+    for out, root in results[1:]:
+        assert np.array_equal(out, results[0][0]) and np.array_equal(root, results[0][1])
+
+
+def test_row_kernel_refuses_a_column_major_matrix():
+    Xb, g, h = _data(n=100)
+    with pytest.raises(ValueError, match="row-major"):
+        build_histogram(Xb, np.arange(100, dtype=np.int32), g, h, np.arange(5, dtype=np.int64),
+                        np.empty((5, 17, 2)))

@@ -231,7 +231,8 @@ class _BaseGBDT(BaseEstimator):
         params = self._tree_params()
         if self.tree_method == "hist":
             mapper = BinMapper(self.max_bin, random_state=rng).fit(X, w)
-            Xb = mapper.transform(X)
+            Xb_rows = mapper.transform_row_major(X)  # for the gathers below the root
+            Xb = np.asfortranarray(Xb_rows)  # for the root histogram and the partitions
         else:
             presorted = _exact.presort(X)
         eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
@@ -252,7 +253,7 @@ class _BaseGBDT(BaseEstimator):
             for k in range(K):
                 rows = sampled.copy()
                 if self.tree_method == "hist":
-                    grown = grow_tree(Xb, grad[k], hess[k], rows, rest is None, features,
+                    grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None, features,
                                       mapper.n_edges_, mapper.edges_, mapper.missing_bin,
                                       params, rng)
                 else:

@@ -7,8 +7,8 @@ and the histogram kernel gathers memory front to back. The Python loop here runs
 
 - ``grow_policy='depthwise'``: nodes are split level by level, up to ``max_depth`` (xgboost's
   default policy). Each level is one parallel partition pass and one parallel histogram pass
-  over (node, feature) tasks (``histogram.build_level``), so a tree costs ``max_depth``
-  parallel regions rather than one per node.
+  over all its nodes (``histogram.build_histograms``), so a tree costs ``max_depth`` parallel
+  regions rather than one per node.
 - ``grow_policy='lossguide'``: the open node with the largest gain is split next, until
   ``max_leaves`` leaves (LightGBM's leaf-wise growth; ``max_depth=0`` means no depth limit).
 """
@@ -22,12 +22,14 @@ import numpy as np
 from numba import njit, prange
 
 from deepnotes.boosting.histogram import (
+    PREFETCH_DISTANCE,
     build_histogram,
     build_histogram_root,
-    build_level,
+    build_histograms,
     subtract_histogram,
 )
 from deepnotes.boosting.predictor import Tree, tree_from_lists
+from deepnotes.boosting.prefetch import prefetch
 from deepnotes.boosting.splitting import find_best_split, leaf_weight
 
 
@@ -65,6 +67,8 @@ def _partition_serial(rows, start, stop, col, bin_threshold, missing_bin, defaul
     nl = 0
     nr = 0
     for i in range(start, stop):
+        if i + PREFETCH_DISTANCE < stop:
+            prefetch(col, rows[i + PREFETCH_DISTANCE])
         r = rows[i]
         left = np.int64(_goes_left(col[r], bin_threshold, missing_bin, default_left))
         rows[start + nl] = r
@@ -161,7 +165,8 @@ class GrownTree:
     leaf_value: np.ndarray
 
 
-def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np.ndarray,
+def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: np.ndarray,
+              rows: np.ndarray,
               all_rows: bool, features: np.ndarray, n_edges: np.ndarray, edges: np.ndarray,
               missing_bin: int, params: TreeParams, rng: np.random.Generator) -> GrownTree:
     """Grow one tree on the gradients ``grad, hess`` (float32, shape (n_samples,)).
@@ -169,6 +174,7 @@ def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np
     Parameters
     ----------
     X_binned : ndarray, shape (n_samples, n_features), Fortran order (from ``BinMapper``)
+    X_rows : the same matrix in C order (row-major): the layout the gathers below the root use
     rows : ndarray of int32, shape (m,)   the rows this tree sees, ascending; reordered in place
     all_rows : bool                       ``rows`` is ``arange(n_samples)`` (no subsampling)
     features : ndarray of int64           features this tree may use (ascending)
@@ -219,7 +225,7 @@ def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np
     if all_rows:
         build_histogram_root(X_binned, grad, hess, features, root_hist)
     else:
-        build_histogram(X_binned, rows, grad, hess, features, root_hist)
+        build_histogram(X_rows, rows, grad, hess, features, root_hist)
     g0, h0 = root_hist[features[0]].sum(axis=0)
     root = new_node(0, rows.shape[0], 0, float(g0), float(h0))
     root.hist = root_hist
@@ -281,10 +287,10 @@ def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np
             if can_split(depth, 0):
                 small_h = np.empty((m, n_features, n_bins, 2))
                 parent_h = np.stack([nd.hist for nd in frontier])
-                build_level(X_binned, rows,
-                            np.array([q[2].start for q in pairs], dtype=np.int64),
-                            np.array([q[2].stop for q in pairs], dtype=np.int64),
-                            grad, hess, features, small_h, parent_h)
+                build_histograms(X_rows, rows,
+                                 np.array([q[2].start for q in pairs], dtype=np.int64),
+                                 np.array([q[2].stop for q in pairs], dtype=np.int64),
+                                 grad, hess, features, small_h, parent_h)
                 for k, (left, right, small, large) in enumerate(pairs):
                     small.hist, large.hist = small_h[k], parent_h[k]
                     for child in (left, right):
@@ -307,7 +313,7 @@ def grow_tree(X_binned: np.ndarray, grad: np.ndarray, hess: np.ndarray, rows: np
             left, right, small, large = record_split(node, n_left)
             if can_split(node.depth + 1, len(leaves)):
                 small.hist = np.empty_like(node.hist)
-                build_histogram(X_binned, rows[small.start:small.stop], grad, hess, features,
+                build_histogram(X_rows, rows[small.start:small.stop], grad, hess, features,
                                 small.hist)
                 subtract_histogram(node.hist, small.hist, features, node.hist)
                 large.hist = node.hist
