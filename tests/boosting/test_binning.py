@@ -50,6 +50,8 @@ def test_bin_le_b_iff_x_le_edge():
 
 def test_dtype_and_bad_max_bin():
     assert bin_dtype(255) == np.uint8 and bin_dtype(256) == np.uint16
+    assert bin_dtype(256, has_missing=False) == np.uint8
+    assert bin_dtype(257, has_missing=False) == np.uint16
     with pytest.raises(ValueError, match="max_bin"):
         bin_dtype(1)
 
@@ -90,3 +92,25 @@ def test_more_than_256_bins_take_the_general_search():
     expected = np.stack([np.searchsorted(mapper.edges_[j, :mapper.n_edges_[j]], X[:, j],
                                          side="left") for j in range(2)], axis=1)
     np.testing.assert_array_equal(mapper.transform(X), expected)
+
+
+def test_256_bins_use_a_byte_only_without_missing_values_and_give_the_same_trees():
+    from deepnotes.boosting import GBDTClassifier
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(4000, 4))
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
+    mapper = BinMapper(256, subsample=None).fit(X)
+    assert mapper.transform(X).dtype == np.uint8
+    X_nan = X.copy()
+    X_nan[::7, 2] = np.nan
+    assert mapper.transform(X_nan).dtype == np.uint16
+    wide = mapper.transform(X).astype(np.uint16)
+    np.testing.assert_array_equal(mapper.transform(X), wide)
+    # a NaN in a column the trees never use changes the storage, not the model
+    X_col = np.hstack([X, np.zeros((4000, 1))])
+    X_col_nan = X_col.copy()
+    X_col_nan[0, 4] = np.nan
+    a = GBDTClassifier(n_estimators=5, max_bin=256, colsample_bytree=1.0).fit(X_col, y)
+    b = GBDTClassifier(n_estimators=5, max_bin=256, colsample_bytree=1.0).fit(X_col_nan, y)
+    np.testing.assert_array_equal(a.predict_proba(X_col), b.predict_proba(X_col))
