@@ -16,19 +16,27 @@ from numba.extending import intrinsic
 
 @intrinsic
 def prefetch(typingctx, arr, index):
-    """``prefetch(arr, i)``: hint that ``arr.flat[i]`` (C order) will be read soon.
+    """``prefetch(arr, i)``: hint that ``arr[i]`` (1-D, any stride) or ``arr.flat[i]`` (C-order
+    array of more dimensions) will be read soon.
 
-    ``arr`` a contiguous numba array, ``i`` an integer; an out-of-range ``i`` is harmless (a
-    prefetch never faults) but wasteful, so callers keep it in range.
+    An out-of-range ``i`` is harmless (a prefetch never faults) but wasteful, so callers keep it
+    in range.
     """
     if not isinstance(arr, types.Array) or not isinstance(index, types.Integer):
+        return None
+    if arr.ndim > 1 and arr.layout != "C":
         return None
     sig = types.void(arr, index)
 
     def codegen(context, builder, signature, args):
-        arr_type = signature.args[0]
+        arr_type, index_type = signature.args
         array = context.make_array(arr_type)(context, builder, args[0])
-        address = builder.gep(array.data, [args[1]])
+        i = context.cast(builder, args[1], index_type, types.intp)
+        if arr_type.ndim == 1:
+            address = cgutils.get_item_pointer(context, builder, arr_type, array, [i],
+                                               wraparound=False)
+        else:
+            address = builder.gep(array.data, [i])
         i8_ptr = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fn_type = ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32])
