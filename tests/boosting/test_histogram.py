@@ -7,6 +7,7 @@ from deepnotes.boosting.histogram import (
     build_histogram,
     build_histogram_root,
     build_histograms,
+    build_level,
     histogram_reference,
     subtract_histogram,
 )
@@ -71,9 +72,11 @@ def test_level_histograms_match_reference_and_subtract_from_parents():
     from deepnotes.boosting.histogram import CHUNK_ROWS
 
     Xb, g, h = _data(n=3 * CHUNK_ROWS, f=6, n_bins=17)
+    Xr = np.ascontiguousarray(Xb)
     rng = np.random.default_rng(2)
     feats = np.array([0, 2, 3, 5], dtype=np.int64)
-    # three nodes: one spanning several chunks, one small, one empty
+    # three nodes: one spanning several chunks (private histograms, summed), one small (written
+    # directly), one empty
     sizes = [2 * CHUNK_ROWS + 5, 777, 0]
     picked = rng.permutation(Xb.shape[0])[:sum(sizes)]
     stops = np.cumsum(sizes).astype(np.int64)
@@ -81,16 +84,22 @@ def test_level_histograms_match_reference_and_subtract_from_parents():
     rows = np.concatenate([np.sort(picked[a:b]) for a, b in zip(starts, stops, strict=True)])
     rows = rows.astype(np.int32)
     out = np.full((3, 6, 17, 2), 5.0)
-    parent = np.stack([histogram_reference(Xb, np.arange(Xb.shape[0]), g, h, 17)] * 3)
-    parent_before = parent.copy()
-    build_histograms(np.ascontiguousarray(Xb), rows, starts, stops, g, h, feats, out, parent)
+    build_histograms(Xr, rows, starts, stops, g, h, feats, out)
+    refs = [histogram_reference(Xb, rows[starts[s]:stops[s]], g, h, 17) for s in range(3)]
     for s in range(3):
-        ref = histogram_reference(Xb, rows[starts[s]:stops[s]], g, h, 17)
-        np.testing.assert_allclose(out[s, feats], ref[feats], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(out[s, feats], refs[s][feats], rtol=1e-10, atol=1e-10)
         assert np.all(out[s, [1, 4]] == 5.0)  # features not asked for are left alone
-        np.testing.assert_allclose(parent[s, feats], parent_before[s, feats] - ref[feats],
+    # build_level: parents picked by index; children[s] = (smaller child, parent - smaller)
+    parents = rng.normal(size=(4, 6, 17, 2)) * 100
+    parent_index = np.array([3, 0, 3])
+    children = np.empty((3, 2, 6, 17, 2))
+    build_level(Xr, rows, starts, stops, g, h, feats, parents, parent_index, children)
+    for s in range(3):
+        np.testing.assert_allclose(children[s, 0, feats], refs[s][feats], rtol=1e-10,
+                                   atol=1e-10)
+        np.testing.assert_allclose(children[s, 1, feats],
+                                   parents[parent_index[s], feats] - refs[s][feats],
                                    rtol=1e-9, atol=1e-9)
-        assert np.all(parent[s, [1, 4]] == parent_before[s, [1, 4]])
 
 
 def test_histograms_do_not_depend_on_the_thread_count():
@@ -118,11 +127,14 @@ def test_histograms_do_not_depend_on_the_thread_count():
         assert np.array_equal(out, results[0][0]) and np.array_equal(root, results[0][1])
 
 
-def test_row_kernel_refuses_a_column_major_matrix():
+def test_row_kernel_refuses_a_column_major_matrix_or_output():
     Xb, g, h = _data(n=100)
+    rows, feats = np.arange(100, dtype=np.int32), np.arange(5, dtype=np.int64)
     with pytest.raises(ValueError, match="row-major"):
-        build_histogram(Xb, np.arange(100, dtype=np.int32), g, h, np.arange(5, dtype=np.int64),
-                        np.empty((5, 17, 2)))
+        build_histogram(Xb, rows, g, h, feats, np.empty((5, 17, 2)))
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        build_histogram(np.ascontiguousarray(Xb), rows, g, h, feats,
+                        np.empty((5, 17, 2), order="F"))
 
 
 def test_level_partition_is_stable_across_chunks_and_nodes():

@@ -25,7 +25,7 @@ from deepnotes.boosting.histogram import (
     PREFETCH_DISTANCE,
     build_histogram,
     build_histogram_root,
-    build_histograms,
+    build_level,
     chunk_plan,
     subtract_histogram,
 )
@@ -239,10 +239,10 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         k = max(1, int(p.colsample_bynode * len(features) + 0.5))
         return np.sort(rng.choice(features, size=k, replace=False))
 
-    def evaluate(node):
-        node.split = find_best_split(node.hist, node_features(), n_edges, missing_bin, node.g,
-                                     node.h, p.reg_lambda, p.reg_alpha, p.gamma,
-                                     p.min_child_weight)
+    def evaluate(node, hist=None):
+        node.split = find_best_split(node.hist if hist is None else hist, node_features(),
+                                     n_edges, missing_bin, node.g, node.h, p.reg_lambda,
+                                     p.reg_alpha, p.gamma, p.min_child_weight)
         return node.split[1] >= 0
 
     def can_split(depth, n_leaves):
@@ -306,6 +306,8 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         # Level-synchronous: one parallel partition and one parallel histogram pass per level,
         # instead of one per node. Same trees (nodes are split in the same order).
         frontier = [root] if can_split(0, 1) and evaluate(root) else []
+        level_hists = root_hist[None]
+        root.hist = 0
         while frontier:
             m = len(frontier)
             starts = np.array([nd.start for nd in frontier], dtype=np.int64)
@@ -321,21 +323,20 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             depth = frontier[0].depth + 1
             new_frontier = []
             if can_split(depth, 0):
-                small_h = np.empty((m, n_features, n_bins, 2))
-                parent_h = np.stack([nd.hist for nd in frontier])
-                build_histograms(X_rows, rows,
-                                 np.array([q[2].start for q in pairs], dtype=np.int64),
-                                 np.array([q[2].stop for q in pairs], dtype=np.int64),
-                                 grad, hess, features, small_h, parent_h)
+                # children[k, 0] / [k, 1]: the smaller / larger child of frontier[k]; a node's
+                # ``hist`` is an index into ``level_hists``, this level's parents
+                children = np.empty((m, 2, n_features, n_bins, 2))
+                build_level(X_rows, rows,
+                            np.array([q[2].start for q in pairs], dtype=np.int64),
+                            np.array([q[2].stop for q in pairs], dtype=np.int64),
+                            grad, hess, features, level_hists,
+                            np.array([nd.hist for nd in frontier], dtype=np.int64), children)
+                level_hists = children.reshape(2 * m, n_features, n_bins, 2)
                 for k, (left, right, small, large) in enumerate(pairs):
-                    small.hist, large.hist = small_h[k], parent_h[k]
+                    small.hist, large.hist = 2 * k, 2 * k + 1
                     for child in (left, right):
-                        if evaluate(child):
+                        if evaluate(child, level_hists[child.hist]):
                             new_frontier.append(child)
-                        else:
-                            child.hist = None
-            for nd in frontier:
-                nd.hist = None
             frontier = new_frontier
     else:
         if can_split(0, 1):

@@ -111,8 +111,8 @@ def build_histogram_root(X_binned, grad, hess, features, hist) -> None:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate_rows(X_rows, rows, lo, hi, grad, hess, features, out, stride):  # pragma: no cover
-    # out: flat histogram; feature features[k] starts at k * stride (stride = n_bins * 2)
+def _accumulate_rows(X_rows, rows, lo, hi, grad, hess, features, out, base):  # pragma: no cover
+    # out: flat histogram; feature features[k]'s bins start at base[k] (2 values per bin)
     flat = X_rows.reshape(-1)
     width = X_rows.shape[1]
     nf = features.shape[0]
@@ -127,7 +127,7 @@ def _accumulate_rows(X_rows, rows, lo, hi, grad, hess, features, out, stride):  
         g = np.float64(grad[r])
         h = np.float64(hess[r])
         for k in range(nf):
-            o = k * stride + 2 * np.int64(X_rows[r, features[k]])
+            o = base[k] + 2 * np.int64(X_rows[r, features[k]])
             out[o] += g
             out[o + 1] += h
 
@@ -159,60 +159,105 @@ def chunk_plan(starts, stops):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk_task(X_rows, rows, grad, hess, features, part, first, lo, hi, owner,
-                c):  # pragma: no cover - numba
-    part[c] = 0.0
-    _accumulate_rows(X_rows, rows, lo[c], hi[c], grad, hess, features, part[c],
-                     part.shape[1] // features.shape[0])
+def _plan_slots(first):  # pragma: no cover - numba
+    # A node built by one chunk is written straight into ``out`` (slot -1); only chunks of
+    # larger nodes get a private histogram row in ``part``, summed afterwards.
+    n_nodes = first.shape[0] - 1
+    slot = np.full(first[n_nodes], -1, dtype=np.int64)
+    n_slots = 0
+    for s in range(n_nodes):
+        if first[s + 1] - first[s] > 1:
+            for c in range(first[s], first[s + 1]):
+                slot[c] = n_slots
+                n_slots += 1
+    return slot, n_slots
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _reduce_task(features, part, first, out, parent, t):  # pragma: no cover - numba
+def _chunk_task(X_rows, rows, grad, hess, features, out, part, slot, lo, hi, owner,
+                c):  # pragma: no cover - numba
+    stride = 2 * out.shape[3]
+    nf = features.shape[0]
+    base = np.empty(nf, dtype=np.int64)
+    if slot[c] < 0:
+        flat = out[owner[c], 0].reshape(-1)
+        for k in range(nf):
+            base[k] = features[k] * stride
+            flat[base[k]:base[k] + stride] = 0.0
+    else:
+        flat = part[slot[c]]
+        flat[:] = 0.0
+        for k in range(nf):
+            base[k] = k * stride
+    _accumulate_rows(X_rows, rows, lo[c], hi[c], grad, hess, features, flat, base)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _reduce_task(features, part, slot, first, out, parents, parent_index,
+                 t):  # pragma: no cover - numba
     nf = features.shape[0]
     s = t // nf
     k = t % nf
     j = features[k]
-    n_bins = out.shape[2]
-    for b in range(n_bins):
-        g = 0.0
-        h = 0.0
-        for c in range(first[s], first[s + 1]):
-            g += part[c, k * 2 * n_bins + 2 * b]
-            h += part[c, k * 2 * n_bins + 2 * b + 1]
-        out[s, j, b, 0] = g
-        out[s, j, b, 1] = h
-        if parent.shape[0]:
-            parent[s, j, b, 0] -= g
-            parent[s, j, b, 1] -= h
+    n_bins = out.shape[3]
+    small = out[s, 0, j]
+    if slot[first[s]] >= 0:
+        for b in range(n_bins):
+            g = 0.0
+            h = 0.0
+            for c in range(first[s], first[s + 1]):
+                g += part[slot[c], k * 2 * n_bins + 2 * b]
+                h += part[slot[c], k * 2 * n_bins + 2 * b + 1]
+            small[b, 0] = g
+            small[b, 1] = h
+    if parents.shape[0]:
+        parent = parents[parent_index[s], j]
+        large = out[s, 1, j]
+        for b in range(n_bins):
+            large[b, 0] = parent[b, 0] - small[b, 0]
+            large[b, 1] = parent[b, 1] - small[b, 1]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _nodes_parallel(X_rows, rows, starts, stops, grad, hess, features, out,
-                    parent):  # pragma: no cover - numba
+def _nodes_parallel(X_rows, rows, starts, stops, grad, hess, features, out, parents,
+                    parent_index):  # pragma: no cover - numba
     first, lo, hi, owner = chunk_plan(starts, stops)
-    part = np.empty((lo.shape[0], features.shape[0] * out.shape[2] * 2))
+    slot, n_slots = _plan_slots(first)
+    part = np.empty((n_slots, features.shape[0] * out.shape[3] * 2))
     for c in prange(lo.shape[0]):
-        _chunk_task(X_rows, rows, grad, hess, features, part, first, lo, hi, owner, c)
+        _chunk_task(X_rows, rows, grad, hess, features, out, part, slot, lo, hi, owner, c)
     for t in prange(starts.shape[0] * features.shape[0]):
-        _reduce_task(features, part, first, out, parent, t)
+        _reduce_task(features, part, slot, first, out, parents, parent_index, t)
 
 
 @njit(cache=True, nogil=True)
-def _nodes_serial(X_rows, rows, starts, stops, grad, hess, features, out,
-                  parent):  # pragma: no cover - numba
+def _nodes_serial(X_rows, rows, starts, stops, grad, hess, features, out, parents,
+                  parent_index):  # pragma: no cover - numba
     first, lo, hi, owner = chunk_plan(starts, stops)
-    part = np.empty((lo.shape[0], features.shape[0] * out.shape[2] * 2))
+    slot, n_slots = _plan_slots(first)
+    part = np.empty((n_slots, features.shape[0] * out.shape[3] * 2))
     for c in range(lo.shape[0]):
-        _chunk_task(X_rows, rows, grad, hess, features, part, first, lo, hi, owner, c)
+        _chunk_task(X_rows, rows, grad, hess, features, out, part, slot, lo, hi, owner, c)
     for t in range(starts.shape[0] * features.shape[0]):
-        _reduce_task(features, part, first, out, parent, t)
+        _reduce_task(features, part, slot, first, out, parents, parent_index, t)
 
 
-_NO_PARENT = np.empty((0, 0, 0, 2))
+def _run_nodes(X_rows, rows, starts, stops, grad, hess, features, out, parents,
+               parent_index) -> None:
+    if not X_rows.flags.c_contiguous:
+        raise ValueError("X_rows must be row-major (C-contiguous); use np.ascontiguousarray")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    n_rows = int(np.sum(stops - starts))
+    kernel = _nodes_parallel if n_rows >= PARALLEL_MIN_ROWS else _nodes_serial
+    kernel(X_rows, rows, starts, stops, grad, hess, features, out, parents, parent_index)
 
 
-def build_histograms(X_rows, rows, starts, stops, grad, hess, features, out,
-                     parent=None) -> None:
+_NO_PARENTS = np.empty((0, 0, 0, 2))
+_NO_INDEX = np.empty(0, dtype=np.int64)
+
+
+def build_histograms(X_rows, rows, starts, stops, grad, hess, features, out) -> None:
     """Histograms of several nodes at once: ``out[s]`` from the rows ``rows[starts[s]:stops[s]]``.
 
     Parameters
@@ -222,17 +267,28 @@ def build_histograms(X_rows, rows, starts, stops, grad, hess, features, out,
     starts, stops : ndarray of int64, shape (n_nodes,)
     grad, hess : ndarray of float32, shape (n_samples,)
     features : ndarray of int64, shape (k,)   features to build; others are left untouched
-    out : ndarray of float64, shape (n_nodes, n_features, n_bins, 2)
-    parent : same shape as ``out``, optional
-        The subtraction trick for a whole tree level: ``parent[s] -= out[s]`` turns each
-        node's histogram into its sibling's (``out[s]`` being the smaller child's).
+    out : ndarray of float64, shape (n_nodes, n_features, n_bins, 2), C-contiguous
     """
-    if not X_rows.flags.c_contiguous:
-        raise ValueError("X_rows must be row-major (C-contiguous); use np.ascontiguousarray")
-    n_rows = int(np.sum(stops - starts))
-    kernel = _nodes_parallel if n_rows >= PARALLEL_MIN_ROWS else _nodes_serial
-    kernel(X_rows, rows, starts, stops, grad, hess, features, out,
-           _NO_PARENT if parent is None else parent)
+    if not out.flags.c_contiguous:  # a reshape below would copy, and the results be lost
+        raise ValueError("out must be C-contiguous")
+    _run_nodes(X_rows, rows, starts, stops, grad, hess, features,
+               out.reshape(out.shape[0], 1, *out.shape[1:]), _NO_PARENTS, _NO_INDEX)
+
+
+def build_level(X_rows, rows, starts, stops, grad, hess, features, parents, parent_index,
+                children) -> None:
+    """A tree level's child histograms, with the subtraction trick.
+
+    For each split node ``s``: ``children[s, 0]`` gets the histogram of its smaller child, whose
+    rows are ``rows[starts[s]:stops[s]]``, and ``children[s, 1]`` the larger child's,
+    ``parents[parent_index[s]] - children[s, 0]``. Written to a fresh array, so the next level
+    reads its parents from ``children.reshape(-1, ...)`` without copying them together.
+
+    Shapes: ``parents`` (n_parents, n_features, n_bins, 2); ``children`` (n_nodes, 2,
+    n_features, n_bins, 2), C-contiguous; the rest as in :func:`build_histograms`.
+    """
+    _run_nodes(X_rows, rows, starts, stops, grad, hess, features, children, parents,
+               np.asarray(parent_index, dtype=np.int64))
 
 
 def build_histogram(X_rows, rows, grad, hess, features, hist) -> None:
