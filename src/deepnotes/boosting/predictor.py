@@ -112,8 +112,9 @@ def make_forest(trees: list[Tree], tree_class: list[int] | np.ndarray) -> Forest
         roots=roots, tree_class=np.asarray(tree_class, dtype=np.int64))
 
 
-#: Rows per block; inputs with fewer than PARALLEL_MIN_ROWS rows are predicted on one thread.
-BLOCK, PARALLEL_MIN_ROWS = 64, 4096
+#: Rows per block. Inputs with fewer than PARALLEL_MIN_WORK row-trees (rows x trees), or fewer
+#: than two blocks, are predicted on one thread (a parallel region costs tens of microseconds).
+BLOCK, PARALLEL_MIN_WORK = 64, 200_000
 
 #: One prediction node, 16 bytes, so a step reads one record instead of four arrays:
 #: ``meta = left << 32 | feature << 1 | default_left``.
@@ -196,7 +197,9 @@ def predict_raw(forest: Forest, X: np.ndarray, out: np.ndarray) -> np.ndarray:
         if forest._kernel is None:
             forest._kernel = kernel_arrays(forest)
         nodes, depths = forest._kernel
-        kernel = _predict_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _predict_serial
+        n_trees = forest.roots.shape[0]
+        parallel = X.shape[0] >= 2 * BLOCK and X.shape[0] * n_trees >= PARALLEL_MIN_WORK
+        kernel = _predict_parallel if parallel else _predict_serial
         kernel(X, nodes, forest.value, forest.roots, depths, forest.tree_class, out)
     return out
 
