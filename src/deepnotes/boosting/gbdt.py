@@ -24,7 +24,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from deepnotes.boosting import exact as _exact
 from deepnotes.boosting import model_io
 from deepnotes.boosting.binning import BinMapper
-from deepnotes.boosting.grower import TreeParams, add_leaf_values, grow_tree
+from deepnotes.boosting.grower import TreeParams, grow_tree
 from deepnotes.boosting.metrics import MAXIMIZE, METRICS
 from deepnotes.boosting.objectives import (
     CLASSIFICATION,
@@ -260,7 +260,8 @@ class _BaseGBDT(BaseEstimator):
                     grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
                                                    params, rng)
                 tree = grown.tree
-                add_leaf_values(raw[k], rows, grown.leaf_start, grown.leaf_stop, grown.leaf_value)
+                grown.add_to_scores(raw[k], rows, Xb if self.tree_method == "hist" else None,
+                                    self.max_bin)
                 if rest is not None and len(rest):
                     if self.tree_method == "hist":
                         predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,

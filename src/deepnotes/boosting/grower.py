@@ -177,13 +177,33 @@ def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_l
     return total_left
 
 
-@njit(cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)
 def add_leaf_values(out, rows, starts, stops, values):  # pragma: no cover - numba
     """``out[rows[start:stop]] += value`` for every leaf: the training scores' update."""
-    for leaf in range(starts.shape[0]):
-        v = values[leaf]
-        for i in range(starts[leaf], stops[leaf]):
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    for c in prange(lo.shape[0]):
+        v = values[owner[c]]
+        for i in range(lo[c], hi[c]):
             out[rows[i]] += v
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def add_routed_values(out, rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
+                      default_left, left_values, right_values):  # pragma: no cover - numba
+    """For nodes whose children are both leaves, without partitioning their rows: every row of
+    ``rows[starts[s]:stops[s]]`` adds the value of the leaf its split sends it to."""
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    for c in prange(lo.shape[0]):
+        s = owner[c]
+        col = X_binned[:, features[s]]
+        for i in range(lo[c], hi[c]):
+            if i + PREFETCH_DISTANCE < hi[c]:
+                ahead = rows[i + PREFETCH_DISTANCE]
+                prefetch(col, ahead)
+                prefetch(out, ahead)
+            r = rows[i]
+            left = _goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s])
+            out[r] += left_values[s] if left else right_values[s]
 
 
 class _Node:
@@ -198,12 +218,29 @@ class _Node:
 
 @dataclass
 class GrownTree:
-    """A tree and where its leaves' training rows are: ``rows[leaf_start[k]:leaf_stop[k]]``."""
+    """A tree and where its leaves' training rows are: ``rows[leaf_start[k]:leaf_stop[k]]``.
+
+    ``routed`` (depth-wise growth at ``max_depth``): the last level's nodes are not partitioned,
+    since their children are leaves; ``(starts, stops, feature, bin_threshold, default_left,
+    left_value, right_value)`` per such node, its rows ``rows[start:stop]`` (these leaves have
+    no slice of their own).
+    """
 
     tree: Tree
     leaf_start: np.ndarray
     leaf_stop: np.ndarray
     leaf_value: np.ndarray
+    routed: tuple | None = None
+
+    def add_to_scores(self, scores: np.ndarray, rows: np.ndarray, X_binned: np.ndarray,
+                      missing_bin: int) -> None:
+        """``scores[r] += `` the value of the leaf that training row ``r`` reaches, for every row
+        the tree was grown on (``rows`` as returned by :func:`grow_tree`)."""
+        add_leaf_values(scores, rows, self.leaf_start, self.leaf_stop, self.leaf_value)
+        if self.routed is not None:
+            starts, stops, feature, bin_threshold, default_left, left_v, right_v = self.routed
+            add_routed_values(scores, rows, starts, stops, X_binned, feature, bin_threshold,
+                              missing_bin, default_left, left_v, right_v)
 
 
 def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: np.ndarray,
@@ -285,8 +322,9 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             node.hist = None
 
     def record_split(node, n_left):
+        """Children of ``node``; ``n_left = -1``: rows not partitioned (children get no slice)."""
         gain, f, b, dl, gl, hl = node.split
-        mid = node.start + n_left
+        mid = node.start + n_left if n_left >= 0 else -1
         left = new_node(node.start, mid, node.depth + 1, gl, hl)
         right = new_node(mid, node.stop, node.depth + 1, node.g - gl, node.h - hl)
         i = node.id
@@ -297,14 +335,17 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         cols_out["left"][i], cols_out["right"][i] = left.id, right.id
         cols_out["gain"][i] = gain
         del leaves[i]
-        leaves[left.id] = left
-        leaves[right.id] = right
+        if n_left >= 0:
+            leaves[left.id] = left
+            leaves[right.id] = right
         small, large = (left, right) if n_left <= node.stop - mid else (right, left)
         return left, right, small, large
 
+    routed = None
     if p.grow_policy == "depthwise" and p.max_leaves <= 0:
         # Level-synchronous: one parallel partition and one parallel histogram pass per level,
-        # instead of one per node. Same trees (nodes are split in the same order).
+        # instead of one per node. Same trees (nodes are split in the same order). The last
+        # level is not partitioned: its rows are routed to their leaves when scores are updated.
         frontier = [root] if can_split(0, 1) and evaluate(root) else []
         level_hists = root_hist[None]
         root.hist = 0
@@ -312,31 +353,40 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             m = len(frontier)
             starts = np.array([nd.start for nd in frontier], dtype=np.int64)
             stops = np.array([nd.stop for nd in frontier], dtype=np.int64)
-            n_left = np.empty(m, dtype=np.int64)
-            partition_level(rows, starts, stops, X_binned,
-                            np.array([nd.split[1] for nd in frontier], dtype=np.int64),
-                            np.array([nd.split[2] for nd in frontier], dtype=np.int64),
-                            missing_bin,
-                            np.array([nd.split[3] for nd in frontier], dtype=np.bool_),
-                            buf, n_left)
-            pairs = [record_split(nd, int(k)) for nd, k in zip(frontier, n_left, strict=True)]
+            split_features = np.array([nd.split[1] for nd in frontier], dtype=np.int64)
+            bin_thresholds = np.array([nd.split[2] for nd in frontier], dtype=np.int64)
+            default_left = np.array([nd.split[3] for nd in frontier], dtype=np.bool_)
             depth = frontier[0].depth + 1
+            if not can_split(depth, 0):
+                # the children are leaves: route each row to its leaf's value later instead of
+                # partitioning (``GrownTree.add_to_scores``)
+                for nd in frontier:
+                    record_split(nd, -1)
+                routed = (starts, stops, split_features, bin_thresholds, default_left,
+                          np.array([cols_out["value"][cols_out["left"][nd.id]]
+                                    for nd in frontier]),
+                          np.array([cols_out["value"][cols_out["right"][nd.id]]
+                                    for nd in frontier]))
+                break
+            n_left = np.empty(m, dtype=np.int64)
+            partition_level(rows, starts, stops, X_binned, split_features, bin_thresholds,
+                            missing_bin, default_left, buf, n_left)
+            pairs = [record_split(nd, int(k)) for nd, k in zip(frontier, n_left, strict=True)]
             new_frontier = []
-            if can_split(depth, 0):
-                # children[k, 0] / [k, 1]: the smaller / larger child of frontier[k]; a node's
-                # ``hist`` is an index into ``level_hists``, this level's parents
-                children = np.empty((m, 2, n_features, n_bins, 2))
-                build_level(X_rows, rows,
-                            np.array([q[2].start for q in pairs], dtype=np.int64),
-                            np.array([q[2].stop for q in pairs], dtype=np.int64),
-                            grad, hess, features, level_hists,
-                            np.array([nd.hist for nd in frontier], dtype=np.int64), children)
-                level_hists = children.reshape(2 * m, n_features, n_bins, 2)
-                for k, (left, right, small, large) in enumerate(pairs):
-                    small.hist, large.hist = 2 * k, 2 * k + 1
-                    for child in (left, right):
-                        if evaluate(child, level_hists[child.hist]):
-                            new_frontier.append(child)
+            # children[k, 0] / [k, 1]: the smaller / larger child of frontier[k]; a node's
+            # ``hist`` is an index into ``level_hists``, this level's parents
+            children = np.empty((m, 2, n_features, n_bins, 2))
+            build_level(X_rows, rows,
+                        np.array([q[2].start for q in pairs], dtype=np.int64),
+                        np.array([q[2].stop for q in pairs], dtype=np.int64),
+                        grad, hess, features, level_hists,
+                        np.array([nd.hist for nd in frontier], dtype=np.int64), children)
+            level_hists = children.reshape(2 * m, n_features, n_bins, 2)
+            for k, (left, right, small, large) in enumerate(pairs):
+                small.hist, large.hist = 2 * k, 2 * k + 1
+                for child in (left, right):
+                    if evaluate(child, level_hists[child.hist]):
+                        new_frontier.append(child)
             frontier = new_frontier
     else:
         if can_split(0, 1):
@@ -363,4 +413,4 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
     return GrownTree(tree,
                      np.array([leaves[k].start for k in ids], dtype=np.int64),
                      np.array([leaves[k].stop for k in ids], dtype=np.int64),
-                     tree.value[ids].copy())
+                     tree.value[ids].copy(), routed)
