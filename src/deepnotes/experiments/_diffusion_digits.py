@@ -1,4 +1,4 @@
-"""Digits diffusion shared by the edm and classifier-guidance experiments and
+"""Digits diffusion shared by the edm, classifier-guidance and diffusion-sde experiments and
 ``benchmarks/diffusion.py``: data, training (cached), the digits FID and the sampler zoo.
 
 Not a topic: the registry skips modules whose name starts with an underscore.
@@ -25,8 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepnotes.core import paths
-from deepnotes.data import load_digits
+from deepnotes.data import N_LEVELS, load_digits
 from deepnotes.diffusion import samplers as S
+from deepnotes.diffusion.likelihood import bits_per_dim, ode_log_likelihood
 from deepnotes.diffusion.metrics import frechet_distance, gaussian_moments
 from deepnotes.diffusion.parameterizations import EDMPrecond, edm_loss, sample_lognormal_sigma
 from deepnotes.diffusion.processes import DiscreteVP
@@ -41,6 +42,33 @@ def digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8×8 digits as (n, 1, 8, 8) float32 in [-1, 1] and (n,) int64 labels."""
     x, y = load_digits(split, "float")
     return torch.from_numpy(2 * x - 1)[:, None], torch.from_numpy(y)
+
+
+def dequantized_digits(split: str, rng: np.random.Generator) -> torch.Tensor:
+    """Uniformly dequantised digits (n, 1, 8, 8) float32 in [-1, 1): ``y = 2 (k + u)/17 − 1``.
+
+    ``x = (k + u)/17`` with ``u ~ U[0, 1)`` drawn from ``rng`` is the flows' view
+    (``load_digits(split, "dequantized")``); the affine map to the denoisers' range [-1, 1)
+    has log-Jacobian ``ln 2`` per pixel, which :func:`ode_bits_per_dim` accounts for.
+    """
+    x, _ = load_digits(split, "dequantized", rng=rng)
+    return torch.from_numpy(2 * x - 1)[:, None]
+
+
+def ode_bits_per_dim(model, y: torch.Tensor, sigma_min: float, sigma_max: float, tol: float,
+                     generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Per-image bits/dim (n,) float64 of dequantised digits ``y`` (n, 1, 8, 8) in [-1, 1)
+    through ``model``'s probability-flow ODE (Hutchinson trace, one Rademacher probe per image
+    from ``generator``; RK45 with rtol = atol = ``tol``), and the solver's NFE.
+
+    The flows' 17-level convention: with ``x = (y + 1)/2 = (k + u)/17``,
+    ``log p_x = log p_y + D ln 2`` and the figure is ``−(log p_x(x) − D ln 17)/(D ln 2)``, an
+    upper bound on ``−log₂ P(k)/D`` of the discrete image (``deepnotes.data.digits``).
+    """
+    ll, info = ode_log_likelihood(model, y, sigma_min, sigma_max, hutchinson=True,
+                                  generator=generator, rtol=tol, atol=tol, return_info=True)
+    dim = y[0].numel()
+    return bits_per_dim(ll.double(), dim, dim * math.log(2 / N_LEVELS)), info["nfe"]
 
 
 def cache_dir(out: str | None) -> Path:
@@ -119,9 +147,42 @@ def _load_or_train(path: Path, module: nn.Module, train: Callable[[], dict], log
     return meta
 
 
+@dataclass(frozen=True)
+class DequantSpec:
+    """The unconditional EDM U-Net on dequantised digits behind the ODE bits/dim (cache key)."""
+
+    channels: int = 16
+    channel_mult: tuple[int, ...] = (1, 2)
+    emb_dim: int = 32
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    ema: float = 0.999
+    seed: int = 0
+
+
 def _batches(x, y, batch_size, gen):
     idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
     return x[idx], y[idx]
+
+
+def _edm_step(model, ema, opt, loss, step: int, n_steps: int, spec) -> float:
+    """One Adam step on ``loss`` and the EMA update; returns the loss."""
+    # the last 10 % of steps anneal the learning rate, which sharpens the EMA weights
+    frac = max(0.0, (step / max(n_steps, 1) - 0.9) / 0.1)
+    for g in opt.param_groups:
+        g["lr"] = spec.lr * (1 - 0.9 * frac)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    # EMA warm-up (shorter runs would otherwise average in the untrained start)
+    decay = min(spec.ema, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(p, 1 - decay)
+    return loss.item()
 
 
 def train_denoiser(spec: DenoiserSpec, out: str | None, log, track) -> tuple[EDMPrecond, dict]:
@@ -145,24 +206,51 @@ def train_denoiser(spec: DenoiserSpec, out: str | None, log, track) -> tuple[EDM
             xb, yb = _batches(x, y, spec.batch_size, gen)
             drop = torch.rand(yb.shape, generator=gen) < spec.p_uncond
             yb = torch.where(drop, torch.full_like(yb, net.null_label), yb)
-            # the last 10 % of steps anneal the learning rate, which sharpens the EMA weights
-            frac = max(0.0, (step / max(spec.n_steps, 1) - 0.9) / 0.1)
-            for g in opt.param_groups:
-                g["lr"] = spec.lr * (1 - 0.9 * frac)
             loss = edm_loss(model, xb, spec.p_mean, spec.p_std, gen, class_labels=yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # EMA warm-up (shorter runs would otherwise average in the untrained start)
-            decay = min(spec.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(p, 1 - decay)
-            losses.append(loss.item())
+            losses.append(_edm_step(model, ema, opt, loss, step, spec.n_steps, spec))
         model.load_state_dict(ema.state_dict())
         return {"sigma_data": sigma_data, "losses": losses}
 
     meta = _load_or_train(cache_dir(out) / f"edm-unet-{_key(spec)}.pt", model, train, log)
+    model.sigma_data = meta["sigma_data"]
+    return model.eval().requires_grad_(False), meta
+
+
+def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
+                               track) -> tuple[EDMPrecond, dict]:
+    """The unconditional EDM U-Net (EMA weights) fitted to :func:`dequantized_digits`, and
+    ``meta`` (sigma_data, loss per step).
+
+    Every epoch draws fresh dequantisation noise ``u`` for the whole train split and visits it
+    in a random order (the last incomplete batch is dropped), as the flows' digits training
+    does; otherwise the training is :func:`train_denoiser`'s without labels.
+    """
+    rng = np.random.default_rng(spec.seed)
+    sigma_data = float(dequantized_digits("train", rng).std())
+    net = UNet(1, spec.channels, spec.channel_mult, 0, spec.emb_dim)
+    model = EDMPrecond(net, sigma_data)
+    ema = copy.deepcopy(model).requires_grad_(False)
+
+    def train() -> dict:
+        torch.manual_seed(spec.seed)
+        gen = torch.Generator().manual_seed(spec.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+        n = load_digits("train")[0].shape[0]
+        per_epoch = n // spec.batch_size
+        n_steps = spec.epochs * per_epoch
+        losses: list[float] = []
+        x = order = None
+        for step in track(range(n_steps), "train EDM U-Net on dequantised digits"):
+            b = step % per_epoch
+            if b == 0:
+                x, order = dequantized_digits("train", rng), torch.randperm(n, generator=gen)
+            xb = x[order[b * spec.batch_size:(b + 1) * spec.batch_size]]
+            loss = edm_loss(model, xb, spec.p_mean, spec.p_std, gen)
+            losses.append(_edm_step(model, ema, opt, loss, step, n_steps, spec))
+        model.load_state_dict(ema.state_dict())
+        return {"sigma_data": sigma_data, "losses": losses}
+
+    meta = _load_or_train(cache_dir(out) / f"edm-dequant-{_key(spec)}.pt", model, train, log)
     model.sigma_data = meta["sigma_data"]
     return model.eval().requires_grad_(False), meta
 

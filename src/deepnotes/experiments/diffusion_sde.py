@@ -10,12 +10,15 @@ Figures: ``forward_noising`` (VP, sub-VP, VE marginals), ``score_fields`` (exact
 ``trajectories`` (reverse SDE vs probability-flow ODE from the same noise), ``quality_vs_nfe``
 (sliced Wasserstein of Euler–Maruyama, predictor–corrector, ODE Euler and Heun vs function
 evaluations, plus adaptive RK45), ``likelihood`` (exact-score ODE density vs the true one, and
-the learned model's), ``toys`` (extra toys' samples and ODE densities).
+the learned model's), ``toys`` (extra toys' samples and ODE densities), ``digits_likelihood``
+(bits/dim of uniformly dequantised 8×8 digits through the ODE of an EDM U-Net, with the
+Hutchinson trace: per-image histogram, spread over probes, convergence in the solver tolerance).
 Headline: SW₂ of the learned model's RK45 ODE samples to data; peer: the same with the exact score.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,7 @@ from deepnotes.diffusion.samplers import (
     sample_rk45,
 )
 from deepnotes.diffusion.schedules import process_sigmas
+from deepnotes.experiments import _diffusion_digits as H
 from deepnotes.experiments._diffusion_2d import (
     T_EPS,
     grid,
@@ -77,13 +81,37 @@ class Config(ExperimentConfig):
     """Held-out data points whose ODE log-likelihood gives the test NLL."""
     extra_toys: tuple[str, ...] = ("two-moons", "checkerboard")
     """Further deepnotes.data toys to fit (samples, SW, ODE density); empty to skip."""
+    digits: bool = True
+    """Also measure digits bits/dim through the ODE (an unconditional EDM U-Net, cached)."""
+    digits_epochs: int = 300
+    """Training epochs of the digits U-Net (fresh dequantisation noise every epoch)."""
+    digits_channels: int = 16
+    """U-Net width at 8×8 (twice that at 4×4)."""
+    digits_sigma_min: float = 0.002
+    """Lower end σ_min of the likelihood ODE, in units of the [-1, 1) pixel range (EDM's)."""
+    digits_sigma_max: float = 80.0
+    """Upper end σ_max; p_σmax is replaced by N(0, σ_max² I)."""
+    digits_tol: float = 1e-5
+    """rtol = atol of the RK45 likelihood solve."""
+    digits_test: int = 450
+    """Test images evaluated (450 = the whole test split); as many train images for the gap."""
+    digits_probe_images: int = 6
+    """Test images whose bits/dim is re-estimated with digits_probes independent probes."""
+    digits_probes: int = 16
+    """Hutchinson probes per image in the probe-spread panel."""
+    digits_tols: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
+    """Solver tolerances of the convergence panel (on the first 64 test images)."""
 
 
 PRESETS = make_presets(
     smoke=Config(steps=100, batch=256, n_eval=300, nfes=(8,), rk45_tol=1e-2, n_paths=6,
-                 traj_steps=20, grid_n=6, ll_points=16, extra_toys=()),
+                 traj_steps=20, grid_n=6, ll_points=16, extra_toys=(), digits_epochs=1,
+                 digits_channels=8, digits_tol=1e-3, digits_test=16, digits_probe_images=2,
+                 digits_probes=4, digits_tols=(1e-2,)),
     quick=Config(steps=1000, batch=256, n_eval=1500, nfes=(16, 64), rk45_tol=1e-3,
-                 traj_steps=100, grid_n=16, ll_points=64, extra_toys=()),
+                 traj_steps=100, grid_n=16, ll_points=64, extra_toys=(), digits_epochs=15,
+                 digits_tol=1e-3, digits_test=128, digits_probe_images=4, digits_probes=8,
+                 digits_tols=(1e-2, 1e-3)),
     full=Config(),
 )
 HEADLINE = "gmm/sw_ode"
@@ -319,7 +347,83 @@ def run(config: Config) -> Result:
 
         if config.extra_toys:
             _extra_toys(run, config, process, vp_sigmas)
+        if config.digits:
+            with H.one_thread():
+                _digits_likelihood(run, config)
     return run.result
+
+
+def _digits_likelihood(run, config: Config):
+    """Bits/dim of dequantised test digits through the probability-flow ODE (Hutchinson)."""
+    spec = H.DequantSpec(channels=config.digits_channels, epochs=config.digits_epochs,
+                         seed=config.seed)
+    model, meta = H.train_dequantized_denoiser(spec, config.out, run.log, run.track)
+    # fixed dequantisation noise and probes: every run with this seed scores the same points
+    rng = np.random.default_rng([config.seed, 17])
+    test = H.dequantized_digits("test", rng)[:config.digits_test]
+    train = H.dequantized_digits("train", rng)[:config.digits_test]
+    lims = (config.digits_sigma_min, config.digits_sigma_max)
+
+    def bpd(y, tol, seed):
+        return H.ode_bits_per_dim(model, y, *lims, tol, torch.Generator().manual_seed(seed))
+
+    test_bpd, nfe = bpd(test, config.digits_tol, config.seed)
+    train_bpd, _ = bpd(train, config.digits_tol, config.seed + 1)
+    n = test_bpd.numel()
+    # one probe per image: the spread over images already contains the probe noise
+    run.log_metrics({
+        "likelihood/digits_ode_bits_per_dim": float(test_bpd.mean()),
+        "likelihood/digits_ode_bits_per_dim_sem": float(test_bpd.std() / math.sqrt(n)),
+        "likelihood/digits_ode_train_bits_per_dim": float(train_bpd.mean()),
+        "likelihood/digits_ode_nfe": nfe,
+        "likelihood/digits_uniform_bits_per_dim": math.log2(H.N_LEVELS),
+        "likelihood/digits_train_loss": float(np.mean(meta["losses"][-50:])),
+    })
+    k, m = min(config.digits_probe_images, n), config.digits_probes
+    rep = test[:k].repeat_interleave(m, 0)
+    per_probe = bpd(rep, config.digits_tol, config.seed + 2)[0].reshape(k, m)
+    probe_sd = float(per_probe.std(1).mean())
+    run.log_metrics({"likelihood/digits_probe_sd_bits_per_dim": probe_sd,
+                     "likelihood/digits_image_sd_bits_per_dim": float(test_bpd.std())})
+    sub = test[:64]
+    sweep = [(tol, *bpd(sub, tol, config.seed)) for tol in config.digits_tols]
+    for tol, b, cost in sweep:
+        run.log_metrics({f"likelihood/digits_ode_bits_per_dim_tol{tol:g}": float(b.mean()),
+                         f"likelihood/digits_ode_nfe_tol{tol:g}": cost})
+    run.log(f"digits: {float(test_bpd.mean()):.4f} ± {float(test_bpd.std()) / math.sqrt(n):.4f} "
+            f"bits/dim on {n} test images ({nfe} NFE); train {float(train_bpd.mean()):.4f}")
+
+    fig, axes = new_figure(1, 3, size=(14, 4.4))
+    ax = axes[0]
+    bins = np.linspace(float(min(test_bpd.min(), train_bpd.min())),
+                       float(max(test_bpd.max(), train_bpd.max())), 30)
+    for i, (vals, name) in enumerate(((test_bpd, "test"), (train_bpd, "train"))):
+        ax.hist(vals.numpy(), bins=bins, alpha=0.55, color=PALETTE[i],
+                label=f"{name}: mean {float(vals.mean()):.3f}")
+        ax.axvline(float(vals.mean()), color=PALETTE[i], lw=1.5)
+    ax.set(xlabel="bits/dim (17-level convention)", ylabel="images",
+           title=f"ODE bits/dim per image, σ from {lims[0]:g} to {lims[1]:g}")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for i in range(k):
+        ax.scatter(np.full(m, i), per_probe[i].numpy(), s=10, color=PALETTE[0], alpha=0.6)
+        ax.errorbar(i + 0.25, float(per_probe[i].mean()), yerr=float(per_probe[i].std()),
+                    fmt="o", color=PALETTE[3], ms=4, capsize=3)
+    ax.set(xlabel=f"test image ({m} probes each; mean ± sd)", ylabel="bits/dim",
+           xticks=range(k), title=f"Hutchinson probe sd {probe_sd:.3f} (images: "
+                                  f"{float(test_bpd.std()):.3f})")
+    ax = axes[2]
+    costs = [c for _, _, c in sweep]
+    means = [float(b.mean()) for _, b, _ in sweep]
+    ax.plot(costs, means, "o-", color=PALETTE[1])
+    for (tol, _, _), c, v in zip(sweep, costs, means, strict=True):
+        ax.annotate(f"tol {tol:g}", (c, v), textcoords="offset points", xytext=(4, 4),
+                    fontsize=8)
+    ax.set(xlabel="RK45 function evaluations (NFE)",
+           ylabel=f"mean bits/dim ({sub.shape[0]} test images)",
+           title="Convergence in the solver tolerance")
+    fig.tight_layout()
+    run.save_figure(fig, "digits_likelihood")
 
 
 def _extra_toys(run, config: Config, process, vp_sigmas):
