@@ -20,7 +20,9 @@ size, number of steps and network widths, on the same batches, with gradient-nor
 - digits (fixed split of ``deepnotes.data``, uniform dequantisation, logit transform with
   α = 0.05 in both), test bits/dim (Eq. 15 of the post ``normalizing-flows``):
   - ``realnvp_vector``: ``RealNVP(64, ...)`` vs ``MaskedAffineFlow`` + ``Logit``;
-  - ``glow_image``: ``Glow(image_shape=(1, 8, 8), n_levels=2)`` with the paper's learned priors
+  - ``glow_image``: ``Glow(image_shape=(1, 8, 8), n_levels=2)`` (sigmoid scale, contracting
+    towards noise in both: ours ``x σ(a + 2) + t``, normflows' ``(x - t) σ(a + 2)``; both
+    factor out the half the last coupling updated) with the paper's learned priors
     (a Gaussian for the factored-out half conditioned on the kept half, a per-channel Gaussian at
     the top) vs normflows' ``MultiscaleFlow`` of ``GlowBlock`` with its Glow example's learned
     per-channel bases (``GlowBase``; normflows has no conditional split prior);

@@ -32,6 +32,7 @@ from deepnotes.generative.flows import (
     Scaling,
     StandardLogistic,
 )
+from deepnotes.generative.flows.coupling import bounded_log_scale
 
 torch.set_num_threads(1)
 
@@ -40,6 +41,7 @@ LAYERS = {
     "additive_half": lambda d, g: AdditiveCoupling(d, "half", hidden=16),
     "affine_tanh": lambda d, g: AffineCoupling(d, "parity", hidden=16, scale="tanh"),
     "affine_sigmoid": lambda d, g: AffineCoupling(d, "half", hidden=16, scale="sigmoid"),
+    "affine_inv_sigmoid": lambda d, g: AffineCoupling(d, "half", hidden=16, scale="inv_sigmoid"),
     "affine_exp": lambda d, g: AffineCoupling(d, "parity", hidden=16, scale="exp"),
     "scaling": lambda d, g: Scaling(d),
     "actnorm": lambda d, g: ActNorm(d),
@@ -60,6 +62,7 @@ STACKS = {
     "realnvp_actnorm_logit": lambda d, g: RealNVP(d, 3, 16, actnorm=True, logit_alpha=0.05),
     "glow_lu": lambda d, g: Glow(d, n_steps=3, hidden=16, generator=g),
     "glow_plain_tanh": lambda d, g: Glow(d, 2, 16, lu=False, scale="tanh", generator=g),
+    "glow_inv_sigmoid": lambda d, g: Glow(d, 2, 16, scale="inv_sigmoid", generator=g),
     "planar_stack": lambda d, g: PlanarStack(d, n_layers=6, generator=g),
     "radial_stack": lambda d, g: RadialStack(d, n_layers=6, generator=g),
 }
@@ -145,6 +148,27 @@ def test_sample_log_prob_matches_log_prob(name):
     x, log_q = model.sample(50, generator=torch.Generator().manual_seed(0), return_log_prob=True)
     assert x.shape == (50, 4) and x.dtype == torch.float64
     torch.testing.assert_close(model.log_prob(x), log_q, rtol=0, atol=1e-8)  # round-off only
+
+
+@pytest.mark.parametrize("scale,sign", [("sigmoid", -1.0), ("inv_sigmoid", 1.0)])
+def test_sigmoid_scales_contract_or_expand_towards_noise(scale, sign):
+    """``sigmoid``: per-coordinate log-scale log σ(a + 2) <= 0 (contracts, data -> noise);
+    ``inv_sigmoid``: its negative, >= 0 (expands); both log σ(2) in size at a = 0 (the
+    zero-initialised start). Checked on the updated coordinates of a perturbed coupling."""
+    layer = build(f"affine_{scale}", 6, seed=0)
+    x = inputs("affine", 200, 6, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        s, t = layer._log_scale_shift(x)
+        z, log_det = layer(x)
+    updated = layer.mask == 0
+    assert bool((sign * s[:, updated] > 0).all()) and bool((s[:, ~updated] == 0).all())
+    # the same float64 expression as the layer's: equal up to summation order
+    torch.testing.assert_close(z, x * torch.exp(s) + t, rtol=0, atol=1e-12)
+    torch.testing.assert_close(log_det, s.sum(1), rtol=0, atol=1e-12)
+    a = torch.zeros(3, 2, dtype=torch.float64)
+    expected = sign * math.log1p(math.exp(-2.0))  # ∓log σ(2) = ±log(1 + e^-2)
+    torch.testing.assert_close(bounded_log_scale(a, scale), torch.full_like(a, expected),
+                               rtol=0, atol=1e-15)
 
 
 def test_actnorm_initialises_from_the_first_batch():

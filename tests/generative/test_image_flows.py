@@ -37,14 +37,21 @@ BUILDERS = {
     "coupling_channel_tanh": (lambda s, g: ConvAffineCoupling(s, "channel", hidden=8), "c2"),
     "coupling_channel_flip_exp": (
         lambda s, g: ConvAffineCoupling(s, "channel", True, 8, 1, scale="exp"), "c2"),
+    "coupling_channel_inv_sigmoid": (
+        lambda s, g: ConvAffineCoupling(s, "channel", hidden=8, scale="inv_sigmoid"), "c2"),
+    "coupling_checker_flip_inv_sigmoid": (
+        lambda s, g: ConvAffineCoupling(s, "checkerboard", True, 8, scale="inv_sigmoid"), None),
     "actnorm": (lambda s, g: ActNorm(image_shape=s), None),
     "conv1x1_plain": (lambda s, g: InvertibleConv1x1(generator=g, image_shape=s), None),
     "conv1x1_lu": (lambda s, g: InvertibleConv1x1(lu=True, generator=g, image_shape=s), None),
-    "split": (lambda s, g: Split(math.prod(s), Chain([
-        ConvAffineCoupling((s[0], s[1], s[2]), "checkerboard", hidden=8)])), "split"),
+    "split": (None, "split"),  # built in build(): the inner part needs the split's shape
+    "split_trailing": (None, "split"),
     "split_learned_prior": (lambda s, g: Split(math.prod(s), Chain([
         ConvAffineCoupling((s[0] // 2, s[1], s[2]), "checkerboard", hidden=8)]), s, True),
         "split_even"),
+    "split_learned_prior_trailing": (lambda s, g: Split(math.prod(s), Chain([
+        ConvAffineCoupling((s[0] // 2, s[1], s[2]), "checkerboard", hidden=8)]), s, True,
+        "trailing"), "split_even"),
     "top_prior": (lambda s, g: LearnedTopPrior(s), None),
     "realnvp_1scale": (lambda s, g: RealNVP(image_shape=s, n_couplings=1, hidden=8,
                                             n_scales=1), None),
@@ -58,6 +65,8 @@ BUILDERS = {
                                                      generator=g, learn_prior=True), "hw4"),
     "glow_2levels_fixed_prior": (lambda s, g: Glow(image_shape=s, n_steps=1, hidden=8,
                                                    generator=g, learn_prior=False), "hw4"),
+    "glow_2levels_inv_sigmoid": (lambda s, g: Glow(image_shape=s, n_steps=1, hidden=8,
+                                                   scale="inv_sigmoid", generator=g), "hw4"),
 }
 SHAPES = [(c, h, w) for c in (1, 2, 3) for h in (2, 4) for w in (2, 4)]
 
@@ -80,10 +89,11 @@ def build(name, shape, seed, dtype=torch.float64, noise=0.1):
     make, _ = BUILDERS[name]
     torch.manual_seed(seed)  # nn.Conv2d initialises from the global generator
     g = torch.Generator().manual_seed(seed)
-    if name == "split":  # the inner part transforms the second half of the channels
+    if name in ("split", "split_trailing"):  # the inner part transforms C // 2 channels
         inner_shape = (shape[0] // 2, shape[1], shape[2])
         inner = Chain([ConvAffineCoupling(inner_shape, "checkerboard", hidden=8)])
-        model = Split(math.prod(shape), inner)
+        model = Split(math.prod(shape), inner,
+                      factor_out="trailing" if name == "split_trailing" else "leading")
     else:
         model = make(shape, g)
     model = model.to(dtype)
@@ -248,22 +258,45 @@ def gaussian_log_density(v, mean, log_std):
             - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def test_learned_split_prior_is_the_conditional_gaussian_density():
+def test_split_factors_out_the_documented_part():
+    """Known answer: ``leading`` passes x[:, :dim - d] through and feeds x[:, dim - d:] to
+    ``inner``; ``trailing`` passes x[:, d:] and feeds x[:, :d]. The factored-out part comes
+    first in the output either way. Glow's splits factor out the trailing half."""
+    shape = (3, 2, 2)  # an odd channel count: the two parts differ in size (d = 4, dim = 12)
+    for factor_out in ("leading", "trailing"):
+        split = build("split" if factor_out == "leading" else "split_trailing", shape, seed=0)
+        x = images(shape, 4, torch.Generator().manual_seed(1)).flatten(1)
+        z, ld = split(x)
+        d = split.inner.dim
+        out, kept = (x[:, :12 - d], x[:, 12 - d:]) if factor_out == "leading" else \
+            (x[:, d:], x[:, :d])
+        inner_z, inner_ld = split.inner(kept)
+        assert torch.equal(z, torch.cat([out, inner_z], 1)) and torch.equal(ld, inner_ld)
+        torch.testing.assert_close(split.inverse(z)[0], x, rtol=0, atol=1e-12)  # round-off
+    glow = Glow(image_shape=(1, 8, 8), n_steps=1, hidden=4)
+    assert [m.factor_out for m in glow.modules() if isinstance(m, Split)] == ["trailing"]
+    with pytest.raises(ValueError, match="factor_out must be one of"):
+        Split(12, split.inner, factor_out="middle")
+
+
+@pytest.mark.parametrize("factor_out", ["leading", "trailing"])
+def test_learned_split_prior_is_the_conditional_gaussian_density(factor_out):
     """Split(learn_prior=True): log p of the model equals N(mu(z1), sigma(z1)) for the
     factored-out half times (standard normal of inner(z1)) · |det ∂inner/∂z1|, with mu and
     log sigma computed here by a separate ``conv2d`` call on the kept half."""
     from deepnotes.generative.flows import Flow
     shape, g = (2, 4, 4), torch.Generator().manual_seed(0)
-    split = build("split_learned_prior", shape, seed=0)  # perturbed: non-zero prior and coupling
+    name = "split_learned_prior" + ("_trailing" if factor_out == "trailing" else "")
+    split = build(name, shape, seed=0)  # perturbed: non-zero prior and coupling
     inner = split.inner
     model = Flow([split], base="normal").double()
     x = images(shape, 5, g).flatten(1)
-    kept = x[:, 16:]
+    factored, kept = (x[:, :16], x[:, 16:]) if factor_out == "leading" else (x[:, 16:], x[:, :16])
     out = torch.nn.functional.conv2d(kept.reshape(5, 1, 4, 4), split.prior.weight,
                                      split.prior.bias, padding=1)
     mean, log_std = out[:, :1].flatten(1), out[:, 1:].flatten(1)
     inner_z, inner_ld = inner(kept)
-    expected = (gaussian_log_density(x[:, :16], mean, log_std)
+    expected = (gaussian_log_density(factored, mean, log_std)
                 + gaussian_log_density(inner_z, 0.0, torch.zeros(())) + inner_ld)
     # the same float64 sums in a different order: round-off only
     torch.testing.assert_close(model.log_prob(x), expected, rtol=0, atol=1e-10)

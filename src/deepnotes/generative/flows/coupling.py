@@ -98,12 +98,12 @@ class AdditiveCoupling(FlowLayer):
         return z - self._shift(z), z.new_zeros(z.shape[0])
 
 
-SCALES = ("tanh", "sigmoid", "exp")
+SCALES = ("tanh", "sigmoid", "inv_sigmoid", "exp")
 
 
 def bounded_log_scale(a: torch.Tensor, scale: str, tanh_scale: torch.Tensor | None = None):
     """The coupling's log-scale ``s`` from the network's raw output ``a`` (Eq. 5 of the post
-    ``normalizing-flows``): ``c tanh(a)``, ``log σ(a + 2)`` or ``a`` itself.
+    ``normalizing-flows``): ``c tanh(a)``, ``log σ(a + 2)``, ``-log σ(a + 2)`` or ``a`` itself.
 
     ``tanh_scale`` is ``c``, broadcastable to ``a`` (needed for ``scale="tanh"`` only).
     """
@@ -111,6 +111,9 @@ def bounded_log_scale(a: torch.Tensor, scale: str, tanh_scale: torch.Tensor | No
         return tanh_scale * torch.tanh(a)
     if scale == "sigmoid":
         return nn.functional.logsigmoid(a + 2.0)
+    if scale == "inv_sigmoid":
+        # -log σ(a + 2) = softplus(-a - 2) >= 0, computed without dividing by a small σ
+        return nn.functional.softplus(-a - 2.0)
     if scale == "exp":
         return a
     raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -126,6 +129,10 @@ class AffineCoupling(FlowLayer):
       changes the log-scale by at most ``|c|`` (RealNVP's choice);
     - ``"sigmoid"``: ``s = log σ(a + 2)``, Glow's: scales in (0, 1), starting near ``σ(2) = 0.88``,
       so the layer can only contract in the data -> noise direction and never blows up;
+    - ``"inv_sigmoid"``: ``s = -log σ(a + 2)``, the reciprocal scale in (1, ∞): the layer can
+      only expand in the data -> noise direction (and only contract when sampling). It can give
+      near-constant coordinates a large expansion directly, but the expansion is unbounded, so a
+      test point far from the data can overflow to an infinite log-density;
     - ``"exp"``: ``s = a``, unbounded (for comparison only: training can diverge).
 
     Parameters as in :class:`AdditiveCoupling`, plus ``scale``.

@@ -160,7 +160,8 @@ class Glow(_ImageInput, Flow):
     Images (``image_shape=(C, H, W)``): the multi-scale architecture (Fig. 2b,
     :func:`~deepnotes.generative.flows.image.glow_levels`): ``n_levels`` levels of squeeze,
     ``n_steps`` steps (per-channel ActNorm, C×C 1×1 convolution, convolutional coupling on the
-    channel halves) and, except at the last level, a split. H and W must be divisible by
+    channel halves) and, except at the last level, a split that factors out the half the last
+    coupling has just updated (the paper's code). H and W must be divisible by
     ``2 ** n_levels``.
 
     ``learn_prior`` (images only): the paper's learned priors, a Gaussian for each split's
@@ -169,7 +170,10 @@ class Glow(_ImageInput, Flow):
     :class:`~deepnotes.generative.flows.image.LearnedTopPrior`); both start as the standard
     normal. ``False`` scores every factored-out coordinate with the fixed standard normal.
 
-    ``lu=True`` uses the LU-decomposed 1×1 map; ``scale="sigmoid"`` is Glow's coupling scale.
+    ``lu=True`` uses the LU-decomposed 1×1 map; ``scale="sigmoid"`` is Glow's coupling scale
+    (contracting in the data -> noise direction); ``"inv_sigmoid"``, its reciprocal, expands
+    instead: better likelihoods on digits images at the benchmark's budget, but unbounded, so
+    it can overflow on points far from the data (it does on the 2-D toys).
     ``generator`` seeds the random rotations that initialise the 1×1 maps.
     """
 
