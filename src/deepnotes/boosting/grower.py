@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from deepnotes.boosting.histogram import (
+    PARALLEL_MIN_ROWS,
     PREFETCH_DISTANCE,
     build_histogram,
     build_histogram_root,
@@ -81,37 +82,31 @@ def _partition_serial(rows, start, stop, col, bin_threshold, missing_bin, defaul
     return nl
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def partition_level(rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
-                    default_left, buf, n_left):  # pragma: no cover - numba
-    """Partition the disjoint slices ``rows[starts[s]:stops[s]]`` of one level (see
-    :func:`partition_rows`); ``n_left[s]`` receives each node's left count.
+@njit(cache=True, nogil=True, inline="always")
+def _partition_chunk(rows, X_binned, features, bin_thresholds, missing_bin, default_left, buf,
+                     lo, hi, owner, c):  # pragma: no cover - numba
+    # Left rows forward from the chunk's start, right rows backward from its end; both slots
+    # are written and one counter advances: no branch on the (unpredictable) side. The two
+    # slots are the ends of the chunk's still-unassigned middle.
+    s = owner[c]
+    col = X_binned[:, features[s]]
+    a, b = lo[c], hi[c]
+    nl = 0
+    nr = 0
+    for i in range(a, b):
+        if i + PREFETCH_DISTANCE < b:
+            prefetch(col, rows[i + PREFETCH_DISTANCE])
+        r = rows[i]
+        left = np.int64(_goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s]))
+        buf[a + nl] = r
+        buf[b - 1 - nr] = r
+        nl += left
+        nr += 1 - left
+    return nl
 
-    Nodes are cut into fixed-size chunks (``histogram.chunk_plan``) so that a level with one or
-    two large, unequal nodes still keeps every thread busy. Each chunk partitions itself into
-    ``buf`` (left rows forward from its start, right rows backward from its end, one read of
-    the column), then the chunks are placed at their offsets in ``rows``; placement keeps the
-    order, so the partition is stable."""
-    first, lo, hi, owner = chunk_plan(starts, stops)
-    chunk_left = np.empty(lo.shape[0], dtype=np.int64)
-    for c in prange(lo.shape[0]):
-        s = owner[c]
-        col = X_binned[:, features[s]]
-        a, b = lo[c], hi[c]
-        nl = 0
-        nr = 0
-        for i in range(a, b):
-            if i + PREFETCH_DISTANCE < b:
-                prefetch(col, rows[i + PREFETCH_DISTANCE])
-            r = rows[i]
-            left = np.int64(_goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s]))
-            # both slots are written, one counter advances: no branch on the side (the two
-            # slots are the ends of the chunk's still-unassigned middle)
-            buf[a + nl] = r
-            buf[b - 1 - nr] = r
-            nl += left
-            nr += 1 - left
-        chunk_left[c] = nl
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk_offsets(starts, first, lo, hi, chunk_left, n_left):  # pragma: no cover - numba
     left_at = np.empty(lo.shape[0], dtype=np.int64)
     right_at = np.empty(lo.shape[0], dtype=np.int64)
     for s in range(starts.shape[0]):
@@ -125,11 +120,59 @@ def partition_level(rows, starts, stops, X_binned, features, bin_thresholds, mis
             right_at[c] = at_right
             at_left += chunk_left[c]
             at_right += hi[c] - lo[c] - chunk_left[c]
+    return left_at, right_at
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _place_chunk(rows, buf, lo, hi, chunk_left, left_at, right_at, c):  # pragma: no cover
+    # the right rows were stored backwards: reversing them keeps the partition stable
+    for k in range(chunk_left[c]):
+        rows[left_at[c] + k] = buf[lo[c] + k]
+    for k in range(hi[c] - lo[c] - chunk_left[c]):
+        rows[right_at[c] + k] = buf[hi[c] - 1 - k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _partition_level_parallel(rows, starts, stops, X_binned, features, bin_thresholds,
+                              missing_bin, default_left, buf, n_left):  # pragma: no cover
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    chunk_left = np.empty(lo.shape[0], dtype=np.int64)
     for c in prange(lo.shape[0]):
-        for k in range(chunk_left[c]):
-            rows[left_at[c] + k] = buf[lo[c] + k]
-        for k in range(hi[c] - lo[c] - chunk_left[c]):
-            rows[right_at[c] + k] = buf[hi[c] - 1 - k]
+        chunk_left[c] = _partition_chunk(rows, X_binned, features, bin_thresholds, missing_bin,
+                                         default_left, buf, lo, hi, owner, c)
+    left_at, right_at = _chunk_offsets(starts, first, lo, hi, chunk_left, n_left)
+    for c in prange(lo.shape[0]):
+        _place_chunk(rows, buf, lo, hi, chunk_left, left_at, right_at, c)
+
+
+@njit(cache=True, nogil=True)
+def _partition_level_serial(rows, starts, stops, X_binned, features, bin_thresholds,
+                            missing_bin, default_left, buf, n_left):  # pragma: no cover
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    chunk_left = np.empty(lo.shape[0], dtype=np.int64)
+    for c in range(lo.shape[0]):
+        chunk_left[c] = _partition_chunk(rows, X_binned, features, bin_thresholds, missing_bin,
+                                         default_left, buf, lo, hi, owner, c)
+    left_at, right_at = _chunk_offsets(starts, first, lo, hi, chunk_left, n_left)
+    for c in range(lo.shape[0]):
+        _place_chunk(rows, buf, lo, hi, chunk_left, left_at, right_at, c)
+
+
+def partition_level(rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
+                    default_left, buf, n_left) -> None:
+    """Partition the disjoint slices ``rows[starts[s]:stops[s]]`` of one level (see
+    :func:`partition_rows`); ``n_left[s]`` receives each node's left count.
+
+    Nodes are cut into fixed-size chunks (``histogram.chunk_plan``) so that a level with one or
+    two large, unequal nodes still keeps every thread busy. Each chunk partitions itself into
+    ``buf`` (one read of the column), then the chunks are placed at their offsets in ``rows``;
+    placement keeps the order, so the partition is stable. Below ``PARALLEL_MIN_ROWS`` rows in
+    all, one thread (a parallel region costs more than a small level)."""
+    n_rows = int(np.sum(stops - starts))
+    kernel = (_partition_level_parallel if n_rows >= PARALLEL_MIN_ROWS
+              else _partition_level_serial)
+    kernel(rows, starts, stops, X_binned, features, bin_thresholds, missing_bin, default_left,
+           buf, n_left)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -177,33 +220,74 @@ def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_l
     return total_left
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _leaf_chunk(out, rows, values, lo, hi, owner, c):  # pragma: no cover - numba
+    v = values[owner[c]]
+    for i in range(lo[c], hi[c]):
+        out[rows[i]] += v
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def add_leaf_values(out, rows, starts, stops, values):  # pragma: no cover - numba
-    """``out[rows[start:stop]] += value`` for every leaf: the training scores' update."""
+def _leaf_values_parallel(out, rows, starts, stops, values):  # pragma: no cover - numba
     first, lo, hi, owner = chunk_plan(starts, stops)
     for c in prange(lo.shape[0]):
-        v = values[owner[c]]
-        for i in range(lo[c], hi[c]):
-            out[rows[i]] += v
+        _leaf_chunk(out, rows, values, lo, hi, owner, c)
+
+
+@njit(cache=True, nogil=True)
+def _leaf_values_serial(out, rows, starts, stops, values):  # pragma: no cover - numba
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    for c in range(lo.shape[0]):
+        _leaf_chunk(out, rows, values, lo, hi, owner, c)
+
+
+def add_leaf_values(out, rows, starts, stops, values) -> None:
+    """``out[rows[start:stop]] += value`` for every leaf: the training scores' update."""
+    big = int(np.sum(stops - starts)) >= PARALLEL_MIN_ROWS
+    (_leaf_values_parallel if big else _leaf_values_serial)(out, rows, starts, stops, values)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _routed_chunk(out, rows, X_binned, features, bin_thresholds, missing_bin, default_left,
+                  left_values, right_values, lo, hi, owner, c):  # pragma: no cover - numba
+    s = owner[c]
+    col = X_binned[:, features[s]]
+    for i in range(lo[c], hi[c]):
+        if i + PREFETCH_DISTANCE < hi[c]:
+            ahead = rows[i + PREFETCH_DISTANCE]
+            prefetch(col, ahead)
+            prefetch(out, ahead)
+        r = rows[i]
+        left = _goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s])
+        out[r] += left_values[s] if left else right_values[s]
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def _routed_parallel(out, rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
+                     default_left, left_values, right_values):  # pragma: no cover - numba
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    for c in prange(lo.shape[0]):
+        _routed_chunk(out, rows, X_binned, features, bin_thresholds, missing_bin, default_left,
+                      left_values, right_values, lo, hi, owner, c)
+
+
+@njit(cache=True, nogil=True)
+def _routed_serial(out, rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
+                   default_left, left_values, right_values):  # pragma: no cover - numba
+    first, lo, hi, owner = chunk_plan(starts, stops)
+    for c in range(lo.shape[0]):
+        _routed_chunk(out, rows, X_binned, features, bin_thresholds, missing_bin, default_left,
+                      left_values, right_values, lo, hi, owner, c)
+
+
 def add_routed_values(out, rows, starts, stops, X_binned, features, bin_thresholds, missing_bin,
-                      default_left, left_values, right_values):  # pragma: no cover - numba
+                      default_left, left_values, right_values) -> None:
     """For nodes whose children are both leaves, without partitioning their rows: every row of
     ``rows[starts[s]:stops[s]]`` adds the value of the leaf its split sends it to."""
-    first, lo, hi, owner = chunk_plan(starts, stops)
-    for c in prange(lo.shape[0]):
-        s = owner[c]
-        col = X_binned[:, features[s]]
-        for i in range(lo[c], hi[c]):
-            if i + PREFETCH_DISTANCE < hi[c]:
-                ahead = rows[i + PREFETCH_DISTANCE]
-                prefetch(col, ahead)
-                prefetch(out, ahead)
-            r = rows[i]
-            left = _goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s])
-            out[r] += left_values[s] if left else right_values[s]
+    big = int(np.sum(stops - starts)) >= PARALLEL_MIN_ROWS
+    (_routed_parallel if big else _routed_serial)(
+        out, rows, starts, stops, X_binned, features, bin_thresholds, missing_bin, default_left,
+        left_values, right_values)
 
 
 class _Node:
