@@ -13,7 +13,9 @@ def test_few_distinct_values_get_one_bin_each_with_midpoint_edges():
     m = BinMapper(max_bin=8).fit(X)
     assert m.n_edges_[0] == 2
     np.testing.assert_array_equal(m.edges_[0, :2], [1.5, 2.5])
-    np.testing.assert_array_equal(m.transform(X)[:, 0], [2, 0, 1, 1, 8, 0])
+    # NaN's bin follows the largest bin in use (2), not max_bin
+    assert m.missing_bin == 3
+    np.testing.assert_array_equal(m.transform(X)[:, 0], [2, 0, 1, 1, 3, 0])
 
 
 def test_quantile_bins_are_balanced_and_bounded():
@@ -43,7 +45,7 @@ def test_bin_le_b_iff_x_le_edge():
     Xb = m.transform(X)
     for j in range(2):
         ok = ~np.isnan(X[:, j])
-        assert np.all(Xb[~ok, j] == 32)
+        assert np.all(Xb[~ok, j] == m.missing_bin)
         for b in range(m.n_edges_[j]):
             np.testing.assert_array_equal(Xb[ok, j] <= b, X[ok, j] <= m.threshold(j, b))
 
@@ -114,3 +116,13 @@ def test_256_bins_use_a_byte_only_without_missing_values_and_give_the_same_trees
     a = GBDTClassifier(n_estimators=5, max_bin=256, colsample_bytree=1.0).fit(X_col, y)
     b = GBDTClassifier(n_estimators=5, max_bin=256, colsample_bytree=1.0).fit(X_col_nan, y)
     np.testing.assert_array_equal(a.predict_proba(X_col), b.predict_proba(X_col))
+
+
+def test_missing_bin_follows_the_largest_bin_in_use():
+    rng = np.random.default_rng(9)
+    X = np.column_stack([rng.integers(0, 5, 1000), rng.normal(size=1000)]).astype(float)
+    X[::10, 0] = np.nan
+    few = BinMapper(256, subsample=None).fit(X[:, :1])
+    assert few.missing_bin == 5 and few.transform(X[:, :1]).max() == 5
+    many = BinMapper(256, subsample=None).fit(X)
+    assert many.n_edges_[1] == 255 and many.missing_bin == 256

@@ -3,8 +3,11 @@
 Every feature ``j`` gets sorted, finite bin edges ``e_0 < e_1 < ... < e_{m-2}`` (``m <= max_bin``)
 and a value ``x`` falls in bin ``b(x) = #{k : e_k < x}``; so ``x <= e_b`` exactly when
 ``b(x) <= b``, which lets the trees store the raw threshold ``e_b`` and predict on unbinned data
-with the same routing as training. NaN (missing) goes to its own bin, index ``max_bin``, for every
-feature; the split finder sends it to a learned default side (Eq. 5 of the post).
+with the same routing as training. NaN (missing) goes to its own bin, the same index for every
+feature, ``missing_bin = 1 + max_j n_edges[j]`` (``max_bin`` when some feature fills all its
+bins); the split finder sends it to a learned default side (Eq. 5 of the post). Placing it right
+after the largest bin in use sizes the histograms by the data, not by ``max_bin``: digits' 17 grey
+levels need 18 bins per feature instead of 257.
 
 Edges are midpoints between consecutive distinct values. When a feature has at most ``max_bin``
 distinct values every value gets its own bin (the histogram split search is then exact); otherwise
@@ -24,7 +27,7 @@ from numba import njit, prange
 
 
 def bin_dtype(max_bin: int, has_missing: bool = True) -> type:
-    """Smallest unsigned dtype holding bins ``0..max_bin`` (``max_bin`` is the missing bin), or
+    """Smallest unsigned dtype holding bins ``0..max_bin`` (``max_bin`` being the missing bin), or
     ``0..max_bin - 1`` when the data have no missing value (then ``max_bin = 256`` fits a byte,
     which halves the memory the histogram kernels stream)."""
     if max_bin < 2:
@@ -148,7 +151,7 @@ class BinMapper:
     ----------
     max_bin : int
         Maximum number of bins for non-missing values per feature (xgboost's ``max_bin``); bin
-        ``max_bin`` holds the missing values.
+        :attr:`missing_bin` holds the missing values.
     subsample : int or None
         Rows used to find the edges (uniform subsample when the data are larger); None uses all.
     random_state : numpy.random.Generator or None
@@ -159,7 +162,8 @@ class BinMapper:
     edges_ : ndarray, shape (n_features, max_bin - 1)
         Edges per feature, padded with +inf after ``n_edges_[j]``.
     n_edges_ : ndarray of int64, shape (n_features,)
-        Number of edges per feature; feature ``j`` uses bins ``0..n_edges_[j]`` and ``max_bin``.
+        Number of edges per feature; feature ``j`` uses bins ``0..n_edges_[j]`` and
+        :attr:`missing_bin`.
     """
 
     def __init__(self, max_bin: int = 256, subsample: int | None = 200_000, random_state=None):
@@ -170,7 +174,8 @@ class BinMapper:
 
     @property
     def missing_bin(self) -> int:
-        return self.max_bin
+        """Bin index of NaN for every feature: one past the largest bin any feature uses."""
+        return int(self.n_edges_.max()) + 1 if self.n_edges_.shape[0] else 1
 
     def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> BinMapper:
         """Find the edges. ``X``: float64, shape (n, n_features), NaN = missing."""
@@ -197,7 +202,8 @@ class BinMapper:
         how the histogram kernel below the root gathers them); dtype ``bin_dtype(max_bin,
         has_missing)`` for whether ``X`` has a NaN."""
         X = np.ascontiguousarray(X, dtype=np.float64)
-        out = np.empty(X.shape, dtype=bin_dtype(self.max_bin, has_missing=_has_nan(X)))
+        dtype = bin_dtype(max(self.missing_bin, 2), has_missing=_has_nan(X))
+        out = np.empty(X.shape, dtype=dtype)
         edges = self.edges_
         if edges.shape[1] < 256:  # pad to the fixed-size table of the branch-free search
             edges = np.full((edges.shape[0], 256), np.inf)

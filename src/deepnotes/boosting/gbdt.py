@@ -260,8 +260,10 @@ class _BaseGBDT(BaseEstimator):
                     grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
                                                    params, rng)
                 tree = grown.tree
-                grown.add_to_scores(raw[k], rows, Xb if self.tree_method == "hist" else None,
-                                    self.max_bin)
+                if self.tree_method == "hist":
+                    grown.add_to_scores(raw[k], rows, Xb, mapper.missing_bin)
+                else:
+                    grown.add_to_scores(raw[k], rows, None, -1)
                 if rest is not None and len(rest):
                     if self.tree_method == "hist":
                         predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
