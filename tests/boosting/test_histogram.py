@@ -105,7 +105,9 @@ def test_level_histograms_match_reference_and_subtract_from_parents():
 def test_histograms_do_not_depend_on_the_thread_count():
     import numba
 
-
+    most = numba.config.NUMBA_NUM_THREADS
+    if most < 2:  # one thread only: there is nothing to compare against
+        pytest.skip("numba runs with a single thread here")
     Xb, g, h = _data(n=60000)
     Xr = np.ascontiguousarray(Xb)
     rows = np.sort(np.random.default_rng(4).choice(60000, 50000, replace=False)).astype(np.int32)
@@ -114,7 +116,7 @@ def test_histograms_do_not_depend_on_the_thread_count():
     results = []
     before = numba.get_num_threads()
     try:
-        for threads in sorted({1, before}):
+        for threads in (1, most):
             numba.set_num_threads(threads)
             out = np.zeros((1, 5, 17, 2))
             build_histograms(Xr, rows, starts, stops, g, h, feats, out)

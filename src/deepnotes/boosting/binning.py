@@ -168,7 +168,8 @@ class BinMapper:
 
     def __init__(self, max_bin: int = 256, subsample: int | None = 200_000, random_state=None):
         self.max_bin = int(max_bin)
-        self.dtype = bin_dtype(self.max_bin)
+        if self.max_bin < 2:
+            raise ValueError(f"max_bin must be >= 2, got {self.max_bin}")
         self.subsample = subsample
         self.random_state = random_state
 
