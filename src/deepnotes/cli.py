@@ -40,14 +40,26 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 # --- list / show -------------------------------------------------------------------------------
+def _summary(post) -> str:
+    """The post's summary with its references resolved (left as written if they cannot be)."""
+    from deepnotes.core.references import ReferenceError, records_for, resolve
+
+    try:
+        return resolve(post.summary, records_for(post.slug), lang=post.lang)
+    except ReferenceError:
+        return post.summary
+
+
 def cmd_list(args) -> int:
     from deepnotes.core.posts import load_posts
 
-    posts = load_posts()
+    posts = load_posts(lang=args.lang)
     if args.tag:
-        posts = [p for p in posts if args.tag in p.tags]
+        tags = sorted({t for p in posts for t in p.tags})
+        wanted = args.tag.lower()
+        posts = [p for p in posts if wanted in (t.lower() for t in p.tags)]
         if not posts:
-            raise CliError(f"no post has the tag {args.tag!r}")
+            raise CliError(f"no post has the tag {args.tag!r}; tags: {', '.join(tags)}")
     pages = max(1, math.ceil(len(posts) / PAGE_SIZE))
     if not 1 <= args.page <= pages:
         raise CliError(f"page {args.page} does not exist; there are {pages} page(s)")
@@ -57,7 +69,7 @@ def cmd_list(args) -> int:
     for post in shown:
         print(f"{post.date.isoformat()}  {post.slug}  [{', '.join(post.tags)}]")
         print(f"    {post.title}")
-        print(f"    {post.summary}\n")
+        print(f"    {_summary(post)}\n")
     if args.page < pages:
         tag = f" --tag {args.tag}" if args.tag else ""
         print(f"next: deepnotes list --page {args.page + 1}{tag}")
@@ -70,16 +82,28 @@ def _metrics_table(meta: dict) -> str:
 
 
 def cmd_show(args) -> int:
-    from deepnotes.core.paths import POSTS_DIR
-    from deepnotes.core.posts import parse_post
+    from deepnotes.core.posts import parse_post, post_file
+    from deepnotes.core.references import ReferenceError, figure_label, records_for, resolve
     from deepnotes.core.registry import check_slug
     from deepnotes.core.results import find_latest_run, read_metrics
 
     slug = check_slug(args.slug)
-    post = parse_post(POSTS_DIR / f"{slug}.md")
-    print(f"{post.title}\n{post.date.isoformat()} · {', '.join(post.tags)}\n")
-    print(post.body.replace("<!-- more -->\n", "").strip() + "\n")
+    path = post_file(slug, args.lang)
+    if not path.is_file():
+        raise CliError(f"{slug} has no post in {args.lang!r} ({path} is missing)")
+    post = parse_post(path)
     run_dir = find_latest_run(slug)
+
+    def figure_line(fig) -> str:
+        where = f"{run_dir / fig.name}.png" if run_dir else f"{fig.name}.png"
+        return f"[{figure_label(fig.number, post.lang)}: {fig.caption} ({where})]"
+
+    try:
+        body = resolve(post.body, records_for(slug), render_figure=figure_line, lang=post.lang)
+    except ReferenceError as exc:
+        raise CliError(f"{path}: {exc}") from exc
+    print(f"{post.title}\n{post.date.isoformat()} · {', '.join(post.tags)}\n")
+    print(body.replace("<!-- more -->\n", "").strip() + "\n")
     if run_dir is None:
         print(f"No run yet: deepnotes run {slug}")
         return 0
@@ -248,10 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the feed, newest first, 12 a page")
     p.add_argument("--page", type=int, default=1)
     p.add_argument("--tag", default=None, help="only posts with this tag")
+    p.add_argument("--lang", choices=("en", "zh"), default="en", help="en (default) or zh")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a post's text and its latest metrics")
     p.add_argument("slug")
+    p.add_argument("--lang", choices=("en", "zh"), default="en", help="en (default) or zh")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("run", help="run a topic's experiment")

@@ -2,6 +2,9 @@
 
 Front matter fields: ``title``, ``date`` (YYYY-MM-DD), ``tags`` (list), ``summary`` (the feed
 excerpt), ``papers`` (list of ``{title, authors, year, url}``). The slug is the file name.
+
+Every post exists in two languages: ``<slug>.md`` (English) and ``<slug>.zh.md`` (Chinese), with
+the same date, tags, numbered equations and figures (``tests/core/test_posts.py`` holds them to it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from deepnotes.core.paths import POSTS_DIR
 
 REQUIRED_FIELDS = ("title", "date", "tags", "summary")
+LANGS = ("en", "zh")
+"""The languages of the notebook; English is the default."""
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
 
 
@@ -30,6 +35,23 @@ class Post:
     """Markdown after the front matter."""
     path: Path
     papers: list[dict] = field(default_factory=list)
+    lang: str = "en"
+    """``en`` or ``zh``."""
+
+
+def lang_of(path: Path) -> tuple[str, str]:
+    """``(slug, lang)`` of a post file: ``gan.md`` -> ``("gan", "en")``, ``gan.zh.md`` -> zh."""
+    name = Path(path).name
+    if name.endswith(".zh.md"):
+        return name[: -len(".zh.md")], "zh"
+    return Path(name).stem, "en"
+
+
+def post_file(slug: str, lang: str = "en", directory: Path | None = None) -> Path:
+    """The file of ``slug``'s post in ``lang`` (it may not exist)."""
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {', '.join(LANGS)}, got {lang!r}")
+    return Path(directory or POSTS_DIR) / (f"{slug}.md" if lang == "en" else f"{slug}.{lang}.md")
 
 
 def parse_post(path: Path) -> Post:
@@ -66,8 +88,9 @@ def parse_post(path: Path) -> Post:
     papers = meta.get("papers") or []
     if not isinstance(papers, list):
         raise ValueError(f"{path}: papers must be a list")
+    slug, lang = lang_of(path)
     return Post(
-        slug=path.stem,
+        slug=slug,
         title=str(meta["title"]),
         date=date,
         tags=[str(t) for t in tags],
@@ -75,13 +98,19 @@ def parse_post(path: Path) -> Post:
         body=text[match.end():],
         path=path,
         papers=papers,
+        lang=lang,
     )
 
 
-def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = True) -> list[Post]:
-    """All posts, newest first (ties broken by slug for a stable order)."""
+def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = True,
+               lang: str = "en") -> list[Post]:
+    """All posts in ``lang``, newest first (ties broken by slug for a stable order)."""
     dirs = ([POSTS_DIR] if include_package else []) + [Path(d) for d in (extra_dirs or [])]
-    posts = [parse_post(p) for d in dirs for p in sorted(Path(d).glob("*.md"))]
+    files = english_post_files if lang == "en" else (
+        lambda d: sorted(Path(d).glob(f"*.{lang}.md")))
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {', '.join(LANGS)}, got {lang!r}")
+    posts = [parse_post(p) for d in dirs for p in files(Path(d))]
     seen: dict[str, Path] = {}
     for post in posts:
         if post.slug in seen:
@@ -91,6 +120,11 @@ def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = 
     return sorted(posts, key=lambda p: (-p.date.toordinal(), p.slug))
 
 
+def english_post_files(directory: Path) -> list[Path]:
+    """The English post files of ``directory`` (``<slug>.md``; ``<slug>.zh.md`` is Chinese)."""
+    return sorted(p for p in Path(directory).glob("*.md") if not p.name.endswith(".zh.md"))
+
+
 def post_slugs() -> list[str]:
     """Slugs of the package's posts, sorted."""
-    return sorted(p.stem for p in POSTS_DIR.glob("*.md"))
+    return sorted(p.stem for p in english_post_files(POSTS_DIR))

@@ -49,6 +49,8 @@ def check_slug(slug: str) -> str:
     known = topic_slugs()
     if slug in known:
         return slug
+    if slug.strip().lower() in known:  # `deepnotes run GAN` finds gan
+        return slug.strip().lower()
     close = difflib.get_close_matches(slug, known, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; topics: {', '.join(known)}"
     raise UnknownTopicError(f"unknown topic {slug!r}{hint}")

@@ -19,6 +19,14 @@ import yaml
 
 from deepnotes.core import paths
 from deepnotes.core.posts import Post
+from deepnotes.core.references import (
+    FigureRef,
+    ReferenceError,
+    figure_label,
+    figure_refs,
+    records_for,
+    resolve,
+)
 from deepnotes.core.registry import module_of
 from deepnotes.core.results import find_latest_run, read_metrics
 
@@ -134,39 +142,67 @@ def _started(meta: dict) -> str:
         return stamp or "unknown date"
 
 
-def run_section(slug: str, run_dir: Path, figures_dir: Path) -> str:
-    """Markdown for a run: preset/date, metrics table, figures (copied under ``figures_dir``)."""
+def _copy_figure(slug: str, run_dir: Path, name: str, figures_dir: Path) -> str:
+    """Copy ``<run_dir>/<name>`` under ``figures_dir/<slug>/``; return its URL from a post page."""
+    dest = figures_dir / slug
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run_dir / name, dest / name)
+    return f"../figures/{slug}/{name}"
+
+
+def figure_html(url: str, label: str, caption: str) -> str:
+    """A numbered figure: the image and ``<figcaption>`` with its label ("Figure 3.")."""
+    alt = html.escape(caption, quote=True)
+    return "\n".join([
+        '<figure class="dn-figure" markdown>',
+        f"![{alt}]({url})",
+        f'<figcaption><span class="dn-figure__label">{html.escape(label)}.</span> {caption}'
+        "</figcaption>",
+        "</figure>",
+    ])
+
+
+def run_section(slug: str, run_dir: Path, figures_dir: Path, *, placed: set[str] | None = None,
+                lang: str = "en") -> str:
+    """Markdown for a run: preset/date, all metrics (folded), unplaced figures, reproduce command.
+
+    Figures the post placed itself (``placed``: PNG stems) are not repeated.
+    """
+    zh = lang == "zh"
     meta = read_metrics(run_dir)
-    lines = [
-        f'<p class="dn-run">Latest run: <code>{html.escape(str(meta.get("preset", "?")))}</code> '
-        f'preset, started {html.escape(_started(meta))}'
-        + (f', {meta["wall_time_s"]:.1f} s' if isinstance(meta.get("wall_time_s"), (int, float))
-           else "") + "</p>",
-        "",
-    ]
+    started = html.escape(_started(meta))
+    preset = html.escape(str(meta.get("preset", "?")))
+    wall = meta.get("wall_time_s")
+    wall_text = f", {wall:.1f} s" if isinstance(wall, (int, float)) else ""
+    line = (f'<p class="dn-run">本文的数字和图表来自 <code>{preset}</code> preset 的运行，'
+            f"开始于 {started}{wall_text}。</p>" if zh else
+            f'<p class="dn-run">Figures and numbers on this page come from the '
+            f"<code>{preset}</code> preset run started {started}{wall_text}.</p>")
+    lines = [line, ""]
     metrics = meta.get("metrics") or {}
     if metrics:
-        lines += ["| Metric | Value |", "| --- | ---: |"]
+        title = f"本次运行的全部指标（{len(metrics)} 项）" if zh else \
+            f"All {len(metrics)} metrics of this run"
+        lines += [f'??? note "{title}"', ""]
+        table = ["| Metric | Value |", "| --- | ---: |"]
         for key, value in metrics.items():
             role = " (headline)" if key == meta.get("headline") else (
                 " (peer)" if key == meta.get("peer") else "")
-            lines.append(f"| `{_cell(key)}`{role} | {_cell(format_value(value))} |")
-        lines.append("")
+            table.append(f"| `{_cell(key)}`{role} | {_cell(format_value(value))} |")
+        lines += ["    " + row for row in table] + [""]
+    placed = placed or set()
     names = [n for n in meta.get("figures") or [] if (run_dir / n).is_file()]
     names += sorted(p.name for p in run_dir.glob("*.png") if p.name not in names)
-    if names:
-        dest = figures_dir / slug
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            shutil.copy2(run_dir / name, dest / name)
+    rest = [n for n in names if Path(n).stem not in placed]
+    if rest:
+        lines += ["更多图表：" if zh else "More figures from this run:", ""]
+        for name in rest:
+            url = _copy_figure(slug, run_dir, name, figures_dir)
             caption = html.escape(Path(name).stem.replace("_", " "))
-            lines += ['<figure class="dn-figure" markdown>',
-                      f"![{caption}](../figures/{slug}/{name})",
-                      f"<figcaption>{caption}</figcaption>",
-                      "</figure>", ""]
+            lines += [figure_html(url, caption, ""), ""]
     command = run_dir / "command.txt"
     if command.is_file():
-        lines += ["Reproduce this run:", "", "```bash",
+        lines += ["复现这次运行：" if zh else "Reproduce this run:", "", "```bash",
                   command.read_text(encoding="utf-8").strip(), "```", ""]
     return "\n".join(lines)
 
@@ -233,27 +269,50 @@ def source_page(post: Post) -> str | None:
 
 # --- post and home pages ------------------------------------------------------------------------
 def post_page(post: Post, run_roots: list[Path], docs: Path) -> str:
-    """The staged Markdown of one post (front matter for the blog plugin + body + run + links)."""
+    """The staged Markdown of one post (front matter for the blog plugin + body + run + links).
+
+    References (:mod:`deepnotes.core.references`) are resolved against the topic's latest run and
+    the benchmark records; a reference that names nothing raises ``ReferenceError``.
+    """
+    records = records_for(post.slug, run_roots)
+    run_dir = find_latest_run(post.slug, run_roots)
+
+    def place(fig: FigureRef) -> str:
+        url = _copy_figure(post.slug, run_dir, f"{fig.name}.png", docs / "figures")
+        return figure_html(url, figure_label(fig.number, post.lang), fig.caption)
+
+    try:
+        summary = resolve(post.summary, records, lang=post.lang)
+        body = resolve(post.body.strip("\n") + "\n", records, render_figure=place,
+                       lang=post.lang)
+    except ReferenceError as exc:
+        raise ReferenceError(f"{post.path}: {exc}") from exc
     meta = {"title": post.title, "date": post.date, "categories": list(post.tags),
-            "slug": post.slug, "description": post.summary}
-    body = post.body.strip("\n") + "\n"
+            "slug": post.slug, "description": summary}
     if MORE not in body:  # the blog needs an excerpt marker; the summary then serves as excerpt
-        body = f"{post.summary}\n\n{MORE}\n\n{body}"
+        body = f"{summary}\n\n{MORE}\n\n{body}"
     body = separate_display_math(body)
     parts: list[str] = []
-    run_dir = find_latest_run(post.slug, run_roots)
+    zh = post.lang == "zh"
     if run_dir is not None:
-        parts.append(run_section(post.slug, run_dir, docs / "figures"))
+        placed = {f.name for f in figure_refs(post.body)}
+        parts.append(run_section(post.slug, run_dir, docs / "figures", placed=placed,
+                                 lang=post.lang))
     elif experiment_file(post.slug) is not None:
         parts.append(f"No completed run of this topic yet: `deepnotes run {post.slug} --preset "
                      "quick`, then `deepnotes site build`.\n")
     if experiment_file(post.slug) is not None:
-        parts.append(f"Code: [the experiment and the modules it uses](../source/{post.slug}.md) "
+        source = f"../source/{post.slug}.md"
+        parts.append(f"代码：[实验模块及其使用的算法模块]({source})（`{module_of(post.slug)}`）。\n"
+                     if zh else
+                     f"Code: [the experiment and the modules it uses]({source}) "
                      f"(`{module_of(post.slug)}`).\n")
     if parts:
         body = insert_results(body, "\n".join(parts))
-    if post.papers and not re.search(r"^##\s+(Papers|References)", body, re.MULTILINE):
-        body += "\n## Papers\n\n" + "\n".join(f"- {_paper(p)}" for p in post.papers) + "\n"
+    has_papers = re.search(r"^##\s+(Papers|References|论文|参考文献)", body, re.MULTILINE)
+    if post.papers and not has_papers:
+        body += ("\n## 论文\n\n" if zh else "\n## Papers\n\n") + \
+            "\n".join(f"- {_paper(p)}" for p in post.papers) + "\n"
     front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False)
     return f"---\n{front}---\n\n# {post.title}\n\n{body}"
 
