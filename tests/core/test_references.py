@@ -120,3 +120,12 @@ def test_references_math_code_and_plain_counts_are_not_bare(line):
 def test_bare_numbers_skip_fenced_code_and_report_line_numbers():
     text = "intro\n```\n5 s\n```\nthen 3.5 s\n"
     assert bare_numbers(text) == [(5, "then 3.5 s")]
+
+
+def test_a_site_built_before_any_run_shows_placeholders_but_still_checks_benchmarks(records):
+    empty = Records("demo", None, set(), records.bench_dir)
+    text = "v {{ metric: a/b }}\n{{ figure: curves | Loss. }}\nsee {{ figref: curves }}"
+    out = resolve(text, empty, allow_missing_run=True)
+    assert out == "v —\n*Figure 1 (no run yet). Loss.*\nsee Figure 1"
+    with pytest.raises(ReferenceError, match="no benchmark record"):
+        resolve("{{ bench: nope: x }}", empty, allow_missing_run=True)

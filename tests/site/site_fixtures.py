@@ -33,6 +33,27 @@ The figure shows the loss.
 """
 
 
+#: note-00's body: the math body plus a results paragraph whose number and figure are references.
+REFERENCED_BODY = MATH_BODY.replace(
+    "The figure shows the loss.",
+    "Accuracy reached {{{{ metric: test/accuracy | .2% }}}} ({{{{ figref: loss_curve }}}}).\n\n"
+    "{{{{ figure: loss_curve | Training loss by step. }}}}")
+ZH_TITLE = "笔记零：步长与收敛"
+ZH_WORD = "学习率衰减"
+
+
+def write_zh_post(directory: Path, slug: str, *, day: int, tags) -> Path:
+    """The Chinese version of ``slug`` (same date, tags, equation and figure as the English)."""
+    path = write_post(directory / ".zh", slug, day=day, tags=tags, title=ZH_TITLE, body=(
+        f"本文讨论{ZH_WORD}下迭代的行为。\n\n<!-- more -->\n\n## 方法\n\n"
+        "$$\nx_{t+1} = x_t - \\eta_t g_t \\tag{1}\n$$\n\n## 结果\n\n"
+        "准确率达到 {{ metric: test/accuracy | .2% }}（{{ figref: loss_curve }}）。\n\n"
+        "{{ figure: loss_curve | 训练损失随步数的变化。 }}\n"))
+    target = path.rename(directory / f"{slug}.zh.md")
+    path.parent.rmdir()
+    return target
+
+
 def write_feed(directory: Path, n_english: int = 13) -> list[str]:
     """``n_english`` English posts with math plus one Chinese post; returns slugs newest first."""
     slugs = []
@@ -81,6 +102,9 @@ def write_fixture_feed(base: Path) -> tuple[Path, Path, list[str]]:
     Returns (posts dir, runs root, slugs newest first).
     """
     slugs = write_feed(base / "posts")
+    write_post(base / "posts", "note-00", day=0, tags=("optimization",), title="Note 00",
+               body=REFERENCED_BODY.format(slug="note-00"))
+    write_zh_post(base / "posts", "note-00", day=0, tags=("optimization",))
     runs = base / "runs"
     write_run(runs, "note-00", preset="full", started="2026-11-20T10:00:00",
               metrics={"test/accuracy": 0.9876, "train/loss": 0.0123})

@@ -277,3 +277,63 @@ def test_serve_site_serves_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(site_build.http.server, "ThreadingHTTPServer", Server)
     site_build.serve_site(tmp_path, port=0)
     assert started["body"] == b"hello"
+
+
+def test_references_resolve_and_figures_are_numbered_beside_their_text(site):
+    html = read(site / "posts" / "note-00" / "index.html")
+    assert "Accuracy reached 98.76% (Figure 1)." in html
+    assert re.search(r'<figcaption><span class="dn-figure__label">Figure 1\.</span> Training loss '
+                     r"by step\.</figcaption>", html)
+    # the placed figure comes before the folded block of all metrics, and is not repeated
+    assert html.index("Figure 1.") < html.index("<details")
+    assert html.count("loss_curve.png") == 1 and "More figures" not in html
+
+
+def test_a_reference_that_names_nothing_fails_the_build(tmp_path, feed):
+    from deepnotes.core.references import ReferenceError
+
+    posts_dir, runs, _ = feed
+    bad = tmp_path / "posts"
+    bad.mkdir()
+    text = (posts_dir / "note-00.md").read_text(encoding="utf-8")
+    (bad / "note-00.md").write_text(text.replace("test/accuracy", "test/acuracy"),
+                                    encoding="utf-8")
+    with pytest.raises(ReferenceError, match="test/acuracy.*closest: test/accuracy"):
+        build_site(tmp_path / "out", posts_dir=bad, run_roots=[runs])
+    assert not (tmp_path / "out").exists()
+
+
+def test_chinese_feed_has_its_own_home_post_search_and_atom(site):
+    from site_fixtures import ZH_TITLE, ZH_WORD
+
+    home = read(site / "zh" / "index.html")
+    assert '<html lang="zh"' in home and "最新更新" in home and ZH_TITLE in home
+    post = read(site / "zh" / "posts" / "note-00" / "index.html")
+    assert "准确率达到 98.76%（图 1）" in post and "图 1." in post
+    index = json.loads(read(site / "zh" / "search.json"))
+    assert any(ZH_WORD in item["text"] for item in index["items"])
+    english = json.loads(read(site / "search.json"))
+    assert not any(ZH_WORD in item["text"] for item in english["items"])
+    root = ET.parse(site / "zh" / "feed.xml").getroot()
+    assert [e.findtext(f"{ATOM}title") for e in root.findall(f"{ATOM}entry")] == [ZH_TITLE]
+
+
+def test_language_switch_links_the_same_post_both_ways(site):
+    en_page = site / "posts" / "note-00" / "index.html"
+    zh_page = site / "zh" / "posts" / "note-00" / "index.html"
+    to_zh = re.findall(r'class="dn-lang" href="([^"]+)"', read(en_page))
+    to_en = re.findall(r'class="dn-lang" href="([^"]+)"', read(zh_page))
+    assert [resolve(en_page, h) for h in to_zh] == [zh_page]
+    assert [resolve(zh_page, h) for h in to_en] == [en_page]
+    home_switch = re.findall(r'class="dn-lang" href="([^"]+)"', read(site / "index.html"))
+    assert [resolve(site / "index.html", h) for h in home_switch] == [site / "zh" / "index.html"]
+    # a post without a Chinese version has no switch
+    assert 'class="dn-lang"' not in read(site / "posts" / "note-01" / "index.html")
+
+
+def test_atom_entries_carry_the_rendered_post(site):
+    root = ET.parse(site / "feed.xml").getroot()
+    entry = next(e for e in root.findall(f"{ATOM}entry")
+                 if e.find(f"{ATOM}link").get("href") == "posts/note-05/")
+    content = entry.find(f"{ATOM}content")
+    assert content.get("type") == "html" and 'class="katex' in content.text

@@ -233,17 +233,29 @@ def figure_label(number: int, lang: str = "en") -> str:
     return f"图 {number}" if lang == "zh" else f"Figure {number}"
 
 
+NO_RUN = "—"
+"""What a metric reference shows when the topic has no run at all (``allow_missing_run``)."""
+
+
 def resolve(text: str, records: Records, *,
             render_figure: Callable[[FigureRef], str] | None = None,
-            lang: str = "en") -> str:
+            lang: str = "en", allow_missing_run: bool = False) -> str:
     """Replace every directive of ``text`` (outside fenced code) by what it refers to.
 
     ``render_figure`` turns a placed figure into markup (the site's ``<figure>``, the CLI's one
-    line); by default a Markdown image line with a numbered caption.
+    line); by default a Markdown image line with a numbered caption. With
+    ``allow_missing_run``, a topic that has no run at all shows :data:`NO_RUN` for its metrics and
+    a caption without image for its figures (a site built before any run); a run that exists but
+    lacks a name is an error either way.
     """
     figures = {f.name: f for f in figure_refs(text)}
+    no_run = records.metrics is None and allow_missing_run
+    if no_run:
+        label = "尚无运行" if lang == "zh" else "no run yet"
+        render_figure = lambda f: (  # noqa: E731
+            f"*{figure_label(f.number, lang)} ({label}). {f.caption}*")
     for fig in figures.values():
-        if fig.name not in records.figures:
+        if not no_run and fig.name not in records.figures:
             raise ReferenceError(f"{records.slug}: figure {fig.name!r} is not in "
                                  f"{records.run_label}" + _hint(fig.name, records.figures))
     render_figure = render_figure or (
@@ -253,7 +265,7 @@ def resolve(text: str, records: Records, *,
         kind, arg = match.group("kind"), match.group("arg")
         if kind == "metric":
             expr, fmt = _split_format(arg)
-            return format_number(metric_value(records, expr), fmt)
+            return NO_RUN if no_run else format_number(metric_value(records, expr), fmt)
         if kind == "bench":
             expr, fmt = _split_format(arg)
             return format_number(bench_value(records, expr), fmt)

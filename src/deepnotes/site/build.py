@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from deepnotes.core import paths
-from deepnotes.core.posts import load_posts
+from deepnotes.core.posts import LANGS, load_posts
 from deepnotes.site import feed, katex, pages
 
 HERE = Path(__file__).resolve().parent
@@ -70,17 +70,47 @@ def _run_engine(engine: str, project: Path, quiet: bool) -> Path:
     return site
 
 
-def _stage(project: Path, posts, run_roots: list[Path]) -> None:
+#: What differs between the two feeds' configurations.
+LANGUAGE_CONFIG = {
+    "en": {"archive_name": "Archive", "categories_name": "Tags"},
+    "zh": {"archive_name": "归档", "categories_name": "标签",
+           "site_description": "每篇文章都由可运行代码支撑的机器学习笔记。"},
+}
+
+
+def _stage(project: Path, posts, run_roots: list[Path], *, lang: str = "en",
+           site_url: str | None = None, other_lang: set[str] | None = None) -> None:
     docs = project / "docs"
-    pages.write_docs(posts, run_roots, docs)
+    pages.write_docs(posts, run_roots, docs, lang=lang, other_lang=other_lang or set())
     katex.copy_assets(docs / "assets" / "katex")
     shutil.copy2(HERE / "assets" / "extra.css", docs / "assets" / "extra.css")
     (project / "overrides").mkdir()
     shutil.copy2(HERE / "assets" / "main.html", project / "overrides" / "main.html")
     config = yaml.safe_load((HERE / "mkdocs.yml").read_text(encoding="utf-8"))
     config.update(docs_dir="docs", site_dir="site")
+    config["theme"]["language"] = lang
+    local = LANGUAGE_CONFIG[lang]
+    if "site_description" in local:
+        config["site_description"] = local["site_description"]
+    for plugin in config["plugins"]:
+        if isinstance(plugin, dict) and "blog" in plugin:
+            plugin["blog"].update(archive_name=local["archive_name"],
+                                  categories_name=local["categories_name"])
+    if site_url:
+        config["site_url"] = site_url.rstrip("/") + ("/zh/" if lang == "zh" else "/")
     (project / "mkdocs.yml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
                                         encoding="utf-8")
+
+
+def _resolve_root_links(site: Path) -> None:
+    """Rewrite ``dn-root:PATH`` links into URLs relative to each page (see pages.ROOT_LINK)."""
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if pages.ROOT_LINK not in text:
+            continue
+        up = os.path.relpath(site, page.parent)
+        prefix = "" if up == "." else up.replace(os.sep, "/") + "/"
+        page.write_text(text.replace(pages.ROOT_LINK, prefix), encoding="utf-8")
 
 
 def is_site_build(folder: Path) -> bool:
@@ -115,7 +145,7 @@ def _swap_in(built: Path, out_dir: Path) -> None:
 
 def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
                include_package: bool | None = None, run_roots: list[Path] | None = None,
-               engine: str = "auto", quiet: bool = True) -> Path:
+               engine: str = "auto", quiet: bool = True, site_url: str | None = None) -> Path:
     """Build the site into ``out_dir`` and return the path of its ``index.html``.
 
     Parameters
@@ -132,7 +162,15 @@ def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
         ``"zensical"``, ``"mkdocs"`` (mkdocs-material) or ``"auto"`` (the first installed).
     quiet
         Hide the engine's console output (it is still shown if the engine fails).
+    site_url
+        Where the site will be served (``https://host/path/``): gives the sitemap and the Atom
+        feeds absolute links. Default: ``DEEPNOTES_SITE_URL``, else relative links only.
+
+    The English feed is built at the root and, when Chinese posts exist, the Chinese feed under
+    ``zh/``; each has its own pagination, tags, archive, search index and Atom feed, and every
+    post links to its version in the other language.
     """
+    site_url = site_url or os.environ.get("DEEPNOTES_SITE_URL") or None
     out_dir = Path(out_dir).resolve()
     _check_replaceable(out_dir)
     engine = _pick_engine(engine)
@@ -140,21 +178,42 @@ def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
     extra = [posts_dir] if isinstance(posts_dir, (str, Path)) else list(posts_dir or [])
     if include_package is None:
         include_package = posts_dir is None
-    posts = load_posts(extra, include_package=include_package)
+    feeds = {lang: load_posts(extra, include_package=include_package, lang=lang)
+             for lang in LANGS}
+    posts = feeds["en"]
     if run_roots is None:
         run_roots = [paths.runs_dir(), paths.results_dir()]
+    slugs = {lang: {p.slug for p in feed_posts} for lang, feed_posts in feeds.items()}
     with tempfile.TemporaryDirectory(prefix="deepnotes-site-") as tmp:
-        project = Path(tmp)
-        _stage(project, posts, [Path(r) for r in run_roots])
-        site = _run_engine(engine, project, quiet)
+        site = None
+        for lang in LANGS:
+            if not feeds[lang] and lang != "en":
+                continue
+            project = Path(tmp) / lang
+            project.mkdir()
+            other = "zh" if lang == "en" else "en"
+            _stage(project, feeds[lang], [Path(r) for r in run_roots], lang=lang,
+                   site_url=site_url, other_lang=slugs[other] if feeds[other] else set())
+            built = _run_engine(engine, project, quiet)
+            if site is None:
+                site = built
+            else:
+                shutil.copytree(built, site / lang)
+        _resolve_root_links(site)
         report = katex.render_site(site)
+        for lang in LANGS:  # after KaTeX: the feeds carry the rendered posts
+            if feeds[lang] or lang == "en":
+                root = site if lang == "en" else site / lang
+                url = site_url.rstrip("/") + ("/zh/" if lang == "zh" else "/") if site_url else ""
+                feed.write_feed(feeds[lang], root, lang=lang, site_url=url,
+                                title="deepnotes" if lang == "en" else "deepnotes（中文）")
         if report["errors"]:
             shown = "; ".join(f"{e['file']}: {e['message']}" for e in report["errors"][:5])
             warnings.warn(f"{len(report['errors'])} formula(s) did not render: {shown}",
                           SiteMathWarning, stacklevel=2)
-        feed.write_feed(posts, site)
         (site / MARKER).write_text(json.dumps({
             "generator": "deepnotes.site.build", "engine": engine, "posts": len(posts),
+            "posts_zh": len(feeds["zh"]),
             "formulas": report["rendered"], "math_errors": len(report["errors"]),
             "built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }, indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ section 2 / xml:base), so the site works wherever it is served; ids are stable U
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,10 +21,22 @@ def _stamp(day: _dt.date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
 
-def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = "") -> bytes:
-    """Atom XML for ``posts`` (newest first), one entry each with title, link, date and summary."""
+def article_html(page: Path) -> str | None:
+    """The ``<article>`` of a built page (the post as rendered, math included), or ``None``."""
+    if not Path(page).is_file():
+        return None
+    text = Path(page).read_text(encoding="utf-8")
+    match = re.search(r"<article\b[^>]*>(.*?)</article>", text, re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = "",
+              lang: str = "en", content: dict[str, str] | None = None) -> bytes:
+    """Atom XML for ``posts`` (newest first): title, link, dates, summary and, where ``content``
+    has the post's rendered HTML, the full post (relative links resolve against ``site_url``)."""
     ET.register_namespace("", ATOM)
     feed = ET.Element(f"{{{ATOM}}}feed")
+    feed.set("{http://www.w3.org/XML/1998/namespace}lang", lang)
     if site_url:
         feed.set("{http://www.w3.org/XML/1998/namespace}base", site_url.rstrip("/") + "/")
 
@@ -35,7 +48,7 @@ def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = ""
 
     sub(feed, "title", title)
     sub(feed, "subtitle", "An ML notebook where every post is backed by code that runs.")
-    sub(feed, "id", "urn:deepnotes:feed")
+    sub(feed, "id", "urn:deepnotes:feed" + ("" if lang == "en" else f":{lang}"))
     sub(feed, "link", href="./", rel="alternate", type="text/html")
     sub(feed, "link", href="feed.xml", rel="self", type="application/atom+xml")
     newest = max((p.date for p in posts), default=_dt.date(2026, 1, 1))
@@ -46,10 +59,14 @@ def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = ""
         entry = sub(feed, "entry")
         sub(entry, "title", post.title)
         sub(entry, "link", href=f"posts/{post.slug}/", rel="alternate", type="text/html")
-        sub(entry, "id", f"urn:deepnotes:post:{post.slug}")
+        sub(entry, "id", f"urn:deepnotes:post:{post.slug}" + ("" if lang == "en" else f":{lang}"))
         sub(entry, "published", _stamp(post.date))
         sub(entry, "updated", _stamp(post.date))
         sub(entry, "summary", post.summary)
+        if content and content.get(post.slug):
+            # xml:base lets a reader resolve the page's relative image and link URLs.
+            body = sub(entry, "content", content[post.slug], type="html")
+            body.set("{http://www.w3.org/XML/1998/namespace}base", f"posts/{post.slug}/")
         for tag in post.tags:
             sub(entry, "category", term=tag)
     ET.indent(feed)
@@ -57,6 +74,9 @@ def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = ""
 
 
 def write_feed(posts: list[Post], site_dir: Path, **kwargs) -> Path:
+    """Write ``site_dir/feed.xml`` with each post's rendered article as its content."""
+    content = {p.slug: article_html(Path(site_dir) / "posts" / p.slug / "index.html")
+               for p in posts}
     path = Path(site_dir) / "feed.xml"
-    path.write_bytes(atom_feed(posts, **kwargs))
+    path.write_bytes(atom_feed(posts, content=content, **kwargs))
     return path

@@ -268,7 +268,7 @@ def source_page(post: Post) -> str | None:
 
 
 # --- post and home pages ------------------------------------------------------------------------
-def post_page(post: Post, run_roots: list[Path], docs: Path) -> str:
+def post_page(post: Post, run_roots: list[Path], docs: Path, *, other_lang: bool = False) -> str:
     """The staged Markdown of one post (front matter for the blog plugin + body + run + links).
 
     References (:mod:`deepnotes.core.references`) are resolved against the topic's latest run and
@@ -282,9 +282,9 @@ def post_page(post: Post, run_roots: list[Path], docs: Path) -> str:
         return figure_html(url, figure_label(fig.number, post.lang), fig.caption)
 
     try:
-        summary = resolve(post.summary, records, lang=post.lang)
+        summary = resolve(post.summary, records, lang=post.lang, allow_missing_run=True)
         body = resolve(post.body.strip("\n") + "\n", records, render_figure=place,
-                       lang=post.lang)
+                       lang=post.lang, allow_missing_run=True)
     except ReferenceError as exc:
         raise ReferenceError(f"{post.path}: {exc}") from exc
     meta = {"title": post.title, "date": post.date, "categories": list(post.tags),
@@ -314,6 +314,9 @@ def post_page(post: Post, run_roots: list[Path], docs: Path) -> str:
         body += ("\n## 论文\n\n" if zh else "\n## Papers\n\n") + \
             "\n".join(f"- {_paper(p)}" for p in post.papers) + "\n"
     front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False)
+    if other_lang:  # after the excerpt: the feed pages show excerpts from another folder
+        switch = f'<p class="dn-lang-switch">{language_link(post.slug, post.lang)}</p>'
+        body = body.replace(MORE, f"{MORE}\n\n{switch}\n", 1)
     return f"---\n{front}---\n\n# {post.title}\n\n{body}"
 
 
@@ -324,32 +327,62 @@ def _paper(paper) -> str:
     return str(paper)
 
 
-def home_page(posts: list[Post]) -> str:
+ROOT_LINK = "dn-root:"
+"""Prefix of a link relative to the root of the whole site (both languages): the builder rewrites
+it into a relative URL for each page once the engines are done (engines rebase relative links
+differently, and a root-absolute URL would break under a sub-path)."""
+
+
+def language_link(slug: str | None, lang: str) -> str:
+    """A link from a page in ``lang`` to the same page in the other language."""
+    if lang == "zh":
+        href = ROOT_LINK + (f"posts/{slug}/" if slug else "")
+        return (f'<a class="dn-lang" href="{href}" hreflang="en" lang="en">'
+                "Read in English</a>")
+    href = ROOT_LINK + (f"zh/posts/{slug}/" if slug else "zh/")
+    return f'<a class="dn-lang" href="{href}" hreflang="zh" lang="zh">阅读中文版</a>'
+
+
+def home_page(posts: list[Post], *, lang: str = "en", other_lang: bool = False) -> str:
     """The banner above the feed; the blog plugin appends the excerpts."""
+    zh = lang == "zh"
     tags = sorted({t for p in posts for t in p.tags})
     tag_links = " ".join(f'<a class="dn-tag" href="category/{html.escape(tag_slug(t))}/">'
                          f"#{html.escape(t)}</a>" for t in tags)
+    lede = ("一本机器学习笔记：每篇文章都由能运行的代码支撑，下面的图表和数字都来自本仓库里的实验。"
+            if zh else
+            "An ML notebook where every post is backed by code that runs: the figures and "
+            "numbers below come from the experiments in this repository.")
+    count = f"{len(posts)} 篇文章" if zh else f"{len(posts)} posts"
+    atom = "Atom 订阅" if zh else "Atom feed"
+    switch = f" · {language_link(None, lang)}" if other_lang else ""
     return (
         "---\ntitle: deepnotes\nhide: [toc]\n---\n\n"
         '<div class="dn-banner" markdown="0">\n'
         '<p class="dn-banner__signal"><span class="dn-blink"></span>INCOMING TRANSMISSION</p>\n'
         "<h1>deepnotes</h1>\n"
-        '<p class="dn-banner__lede">An ML notebook where every post is backed by code that runs: '
-        "the figures and numbers below come from the experiments in this repository.</p>\n"
-        f'<p class="dn-banner__links"><a href="feed.xml">Atom feed</a> · {len(posts)} posts'
+        f'<p class="dn-banner__lede">{lede}</p>\n'
+        f'<p class="dn-banner__links"><a href="feed.xml">{atom}</a> · {count}{switch}'
         + (f" · {tag_links}" if tag_links else "") + "</p>\n"
         "</div>\n\n"
-        '<h2 class="dn-latest">LATEST UPDATES</h2>\n'
+        f'<h2 class="dn-latest">{"最新更新" if zh else "LATEST UPDATES"}</h2>\n'
     )
 
 
-def write_docs(posts: list[Post], run_roots: list[Path], docs: Path) -> None:
-    """Write the whole staged docs tree (pages, figures) under ``docs``."""
+def write_docs(posts: list[Post], run_roots: list[Path], docs: Path, *, lang: str = "en",
+               other_lang: set[str] | None = None) -> None:
+    """Write the whole staged docs tree (pages, figures) under ``docs``.
+
+    ``other_lang`` holds the slugs that have a version in the other language: their pages link
+    to it, and the home page links to the other feed when it is not empty.
+    """
+    other_lang = other_lang or set()
     (docs / "posts").mkdir(parents=True, exist_ok=True)
-    (docs / "index.md").write_text(home_page(posts), encoding="utf-8")
+    (docs / "index.md").write_text(home_page(posts, lang=lang, other_lang=bool(other_lang)),
+                                   encoding="utf-8")
     for post in posts:
-        (docs / "posts" / f"{post.slug}.md").write_text(post_page(post, run_roots, docs),
-                                                         encoding="utf-8")
+        page = post_page(post, run_roots, docs, other_lang=post.slug in other_lang)
+        (docs / "posts" / f"{post.slug}.md").write_text(page, encoding="utf-8")
         source = source_page(post)
         if source is not None:
             (docs / "source").mkdir(exist_ok=True)
