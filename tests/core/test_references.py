@@ -129,3 +129,14 @@ def test_a_site_built_before_any_run_shows_placeholders_but_still_checks_benchma
     assert out == "v —\n*Figure 1 (no run yet). Loss.*\nsee Figure 1"
     with pytest.raises(ReferenceError, match="no benchmark record"):
         resolve("{{ bench: nope: x }}", empty, allow_missing_run=True)
+
+
+def test_a_smoke_run_shows_placeholders_for_names_only_the_full_run_has(records):
+    smoke = Records("demo", {"toy/kl_nats": 0.25}, {"curves"}, records.bench_dir, lenient=True)
+    text = ("{{ metric: toy/kl_nats }} {{ metric: digits/test_bits_per_dim }}\n"
+            "{{ figure: curves | A. }}\n{{ figure: samples | B. }}")
+    out = resolve(text, smoke, render_figure=lambda f: f"<{f.name}>")
+    assert out == "0.25 —\n<curves>\n*Figure 2 (not in this run). B.*"
+    full = Records("demo", {"toy/kl_nats": 0.25}, {"curves"}, records.bench_dir)
+    with pytest.raises(ReferenceError):
+        resolve(text, full, render_figure=lambda f: "")

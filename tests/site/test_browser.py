@@ -197,3 +197,97 @@ def test_offline_search_finds_the_chinese_post(browser, base_url):
         found = search(word)
         assert any(f"/posts/{CHINESE_SLUG}/" in h for h in found), f"{word!r} found {found}"
     assert search("zzzqqq", timeout=1.0) == []  # and the search does not match everything
+
+
+MATH_LAYOUT_JS = (Path(__file__).parent / "math_layout.js").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_equation_numbers_never_cover_formulas_and_no_raw_tex(browser, base_url, built, width):
+    """Measured with bounding boxes: the number of a display equation must not intersect any
+    part of its formula; a formula wider than the column must sit in a scroll container; no `$`
+    or `\\(` may be left in the rendered text."""
+    zh = sorted(p.slug for p in load_posts(lang="zh"))
+    pages = [f"posts/{s}/" for s in ["note-05", *topic_slugs()]] + [f"zh/posts/{s}/" for s in zh]
+    browser.set_window_size(width, 1000)
+    try:
+        problems = {}
+        for page in pages:
+            browser.get(base_url + page)
+            found = browser.execute_script(MATH_LAYOUT_JS)
+            if any(found.values()):
+                problems[page] = found
+        assert not problems, f"at {width} px: {problems}"
+    finally:
+        browser.set_window_size(1280, 1400)
+
+
+def test_placed_figures_are_numbered_with_captions(browser, base_url, built):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base_url}posts/note-00/")
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "figure.dn-figure "
+                                                                        "figcaption")]
+    assert captions == ["Figure 1. Training loss by step."]
+    browser.get(f"{base_url}zh/posts/note-00/")
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "figure.dn-figure "
+                                                                        "figcaption")]
+    assert captions == ["图 1. 训练损失随步数的变化。"]
+
+
+def test_chinese_feed_and_language_switch(browser, base_url, built):
+    from selenium.webdriver.common.by import By
+    from site_fixtures import ZH_TITLE
+
+    browser.get(base_url)
+    browser.find_element(By.CSS_SELECTOR, ".dn-banner a.dn-lang").click()
+    assert wait_for(lambda: browser.current_url.endswith("/zh/"))
+    assert browser.execute_script("return document.documentElement.lang") == "zh"
+    assert "最新更新" in browser.find_element(By.CSS_SELECTOR, ".dn-latest").text
+    titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "article.md-post--excerpt")]
+    assert any(ZH_TITLE in t for t in titles)
+    assert len(titles) == min(12, len(load_posts(lang="zh")) + 1)  # the package's + fixture's
+    browser.get(f"{base_url}zh/posts/note-00/")
+    browser.find_element(By.CSS_SELECTOR, "a.dn-lang").click()
+    assert wait_for(lambda: browser.current_url.endswith("/posts/note-00/")
+                    and "/zh/" not in browser.current_url)
+    browser.find_element(By.CSS_SELECTOR, "a.dn-lang").click()
+    assert wait_for(lambda: browser.current_url.endswith("/zh/posts/note-00/"))
+    assert console_errors(browser) == []
+
+
+def _open_search(browser):
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.CSS_SELECTOR, ".md-search__button").click()
+    host = wait_for(lambda: browser.execute_script(
+        "return [...document.querySelectorAll('body *')].find(e => e.shadowRoot "
+        "&& e.shadowRoot.querySelector('input'))"))
+    assert host, "the search dialog did not open"
+    return host
+
+
+def test_chinese_search_finds_chinese_words_in_chinese_posts(browser, base_url, built):
+    """Words from the middle of several Chinese posts, searched in the Chinese feed's own index."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from site_fixtures import ZH_WORD
+
+    cases = [(ZH_WORD, "note-00")]
+    for post in load_posts(lang="zh")[:4]:
+        runs = re.findall(r"[\u4e00-\u9fff]{4,}", post.body.split("<!-- more -->")[-1])
+        if runs:
+            cases.append((runs[len(runs) // 2][:4], post.slug))
+    browser.get(f"{base_url}zh/")
+    host = _open_search(browser)
+    box = host.shadow_root.find_element(By.CSS_SELECTOR, "input")
+    for word, slug in cases:
+        box.send_keys("\b" * len(box.get_attribute("value")))
+        wait_for(lambda: not browser.execute_script(
+            "return arguments[0].shadowRoot.querySelectorAll('ol a').length", host))
+        box.send_keys(word)
+        hits = wait_for(lambda: browser.execute_script(
+            "return [...arguments[0].shadowRoot.querySelectorAll('ol a')].map(a => a.href)",
+            host))
+        assert any(f"/zh/posts/{slug}/" in h for h in hits or []), f"{word!r} found {hits}"

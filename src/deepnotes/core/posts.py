@@ -1,6 +1,7 @@
 """Posts: Markdown files with YAML front matter, shipped as package data in ``deepnotes/posts``.
 
-Front matter fields: ``title``, ``date`` (YYYY-MM-DD), ``tags`` (list), ``summary`` (the feed
+Front matter fields: ``title``, ``date`` (YYYY-MM-DD, or YYYY-MM-DD HH:MM:SS to order the posts
+of one day), ``tags`` (list), ``summary`` (the feed
 excerpt), ``papers`` (list of ``{title, authors, year, url}``). The slug is the file name.
 
 Every post exists in two languages: ``<slug>.md`` (English) and ``<slug>.zh.md`` (Chinese), with
@@ -37,6 +38,13 @@ class Post:
     papers: list[dict] = field(default_factory=list)
     lang: str = "en"
     """``en`` or ``zh``."""
+    published: _dt.datetime | None = None
+    """Date and time of publication (UTC): front matter ``date: 2026-11-25 09:00:00`` orders
+    posts of one day; a bare date means midnight."""
+
+    @property
+    def published_at(self) -> _dt.datetime:
+        return self.published or _dt.datetime.combine(self.date, _dt.time(), _dt.UTC)
 
 
 def lang_of(path: Path) -> tuple[str, str]:
@@ -78,7 +86,9 @@ def parse_post(path: Path) -> Post:
             date = _dt.date.fromisoformat(date)
         except ValueError as exc:
             raise ValueError(f"{path}: date {date!r} is not YYYY-MM-DD") from exc
+    published = None
     if isinstance(date, _dt.datetime):
+        published = date if date.tzinfo else date.replace(tzinfo=_dt.UTC)
         date = date.date()
     if not isinstance(date, _dt.date):
         raise ValueError(f"{path}: date must be YYYY-MM-DD, got {date!r}")
@@ -99,6 +109,7 @@ def parse_post(path: Path) -> Post:
         path=path,
         papers=papers,
         lang=lang,
+        published=published,
     )
 
 
@@ -117,7 +128,7 @@ def load_posts(extra_dirs: list[Path] | None = None, *, include_package: bool = 
             raise ValueError(f"two posts share the slug {post.slug!r}: "
                              f"{seen[post.slug]} and {post.path}")
         seen[post.slug] = post.path
-    return sorted(posts, key=lambda p: (-p.date.toordinal(), p.slug))
+    return sorted(posts, key=lambda p: (-p.published_at.timestamp(), p.slug))
 
 
 def english_post_files(directory: Path) -> list[Path]:

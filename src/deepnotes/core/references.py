@@ -47,6 +47,10 @@ class ReferenceError(ValueError):
     """A directive names nothing (unknown key, record, path or figure) or is malformed."""
 
 
+class _Placeholder(Exception):
+    """A lenient run lacks the name: show :data:`NO_RUN` instead of a value."""
+
+
 @dataclass
 class FigureRef:
     """A figure placed by a ``{{ figure: ... }}`` directive."""
@@ -70,6 +74,10 @@ class Records:
     figures: set[str] = field(default_factory=set)
     bench_dir: Path | None = None
     run_label: str = "the topic's run"
+    lenient: bool = False
+    """The run is not a ``full`` one (a smoke or quick run shown before any full run exists): the
+    post was written against the full run's names, so a name this run lacks shows a placeholder
+    instead of failing. Against a full run every name must resolve."""
     _bench_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def bench(self, name: str) -> Any:
@@ -89,7 +97,8 @@ class Records:
 
 
 def records_for(slug: str, run_roots: list[Path] | None = None) -> Records:
-    """The records of ``slug``: its latest run (as the site shows it) and the benchmark folder."""
+    """The records of ``slug``: its best run (a ``full`` one when any exists, as the site shows
+    it) and the benchmark folder. A run of another preset gives lenient records."""
     from deepnotes.core import paths
     from deepnotes.core.results import find_latest_run, read_metrics
 
@@ -100,7 +109,8 @@ def records_for(slug: str, run_roots: list[Path] | None = None) -> Records:
     meta = read_metrics(run_dir)
     figures = {p.stem for p in Path(run_dir).glob("*.png")}
     label = f"the {meta.get('preset', '?')} run {run_dir}"
-    return Records(slug, dict(meta.get("metrics") or {}), figures, bench_dir, label)
+    return Records(slug, dict(meta.get("metrics") or {}), figures, bench_dir, label,
+                   lenient=meta.get("preset") != "full")
 
 
 def _hint(name: str, known) -> str:
@@ -174,6 +184,8 @@ def metric_value(records: Records, expr: str) -> Any:
                              f"(run `deepnotes run {records.slug} --preset full` and publish it)")
 
     def lookup(key: str) -> Any:
+        if key not in records.metrics and records.lenient:
+            raise _Placeholder
         if key not in records.metrics:
             raise ReferenceError(f"{records.slug}: metric {key!r} is not in {records.run_label}"
                                  + _hint(key, records.metrics))
@@ -250,22 +262,31 @@ def resolve(text: str, records: Records, *,
     """
     figures = {f.name: f for f in figure_refs(text)}
     no_run = records.metrics is None and allow_missing_run
-    if no_run:
-        label = "尚无运行" if lang == "zh" else "no run yet"
-        render_figure = lambda f: (  # noqa: E731
-            f"*{figure_label(f.number, lang)} ({label}). {f.caption}*")
-    for fig in figures.values():
-        if not no_run and fig.name not in records.figures:
-            raise ReferenceError(f"{records.slug}: figure {fig.name!r} is not in "
-                                 f"{records.run_label}" + _hint(fig.name, records.figures))
-    render_figure = render_figure or (
+    placed = render_figure or (
         lambda f: f"![{f.caption}]({f.name}.png)\n\n*{figure_label(f.number, lang)}. {f.caption}*")
 
+    def render_figure(fig: FigureRef) -> str:
+        if no_run or (records.lenient and fig.name not in records.figures):
+            label = "尚无运行" if lang == "zh" else "no run yet"
+            if records.lenient and not no_run:
+                label = "不在这次运行中" if lang == "zh" else "not in this run"
+            return f"*{figure_label(fig.number, lang)} ({label}). {fig.caption}*"
+        return placed(fig)
+
+    for fig in figures.values():
+        if not no_run and not records.lenient and fig.name not in records.figures:
+            raise ReferenceError(f"{records.slug}: figure {fig.name!r} is not in "
+                                 f"{records.run_label}" + _hint(fig.name, records.figures))
     def replace(match: re.Match) -> str:
         kind, arg = match.group("kind"), match.group("arg")
         if kind == "metric":
             expr, fmt = _split_format(arg)
-            return NO_RUN if no_run else format_number(metric_value(records, expr), fmt)
+            if no_run:
+                return NO_RUN
+            try:
+                return format_number(metric_value(records, expr), fmt)
+            except _Placeholder:
+                return NO_RUN
         if kind == "bench":
             expr, fmt = _split_format(arg)
             return format_number(bench_value(records, expr), fmt)

@@ -29,7 +29,7 @@ import yaml
 
 from deepnotes.core import paths
 from deepnotes.core.posts import LANGS, load_posts
-from deepnotes.site import feed, katex, pages
+from deepnotes.site import feed, katex, pages, plaintext
 
 HERE = Path(__file__).resolve().parent
 MARKER = ".deepnotes-site"
@@ -111,6 +111,41 @@ def _resolve_root_links(site: Path) -> None:
         up = os.path.relpath(site, page.parent)
         prefix = "" if up == "." else up.replace(os.sep, "/") + "/"
         page.write_text(text.replace(pages.ROOT_LINK, prefix), encoding="utf-8")
+
+
+def _plain_search_index(path: Path) -> None:
+    """Replace the raw TeX of the search entries by plain text (the engines index pre-KaTeX)."""
+    if not path.is_file():
+        return
+    index = json.loads(path.read_text(encoding="utf-8"))
+    for item in index.get("items", []):
+        if str(item.get("location", "")).startswith("source/"):
+            continue  # code pages: their backslashes and dollars are code
+        for key in ("title", "text"):
+            if isinstance(item.get(key), str):
+                item[key] = plaintext.strip_tex(item[key])
+    path.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")),
+                    encoding="utf-8")
+
+
+def _write_sitemap(site: Path, site_url: str | None) -> None:
+    """``sitemap.xml`` listing every page of both languages (a sitemap needs absolute URLs, so
+    without ``site_url`` there is none rather than an empty one)."""
+    target = site / "sitemap.xml"
+    target.unlink(missing_ok=True)
+    for extra in site.rglob("sitemap.xml.gz"):
+        extra.unlink()
+    for nested in site.glob("*/sitemap.xml"):
+        nested.unlink()
+    if not site_url:
+        return
+    base = site_url.rstrip("/") + "/"
+    urls = sorted(page.parent.relative_to(site).as_posix() for page in site.rglob("index.html"))
+    body = "".join(f"  <url><loc>{base}{'' if u == '.' else u + '/'}</loc></url>\n"
+                   for u in urls)
+    target.write_text('<?xml version="1.0" encoding="UTF-8"?>\n'
+                      '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+                      f"{body}</urlset>\n", encoding="utf-8")
 
 
 def is_site_build(folder: Path) -> bool:
@@ -200,6 +235,9 @@ def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
             else:
                 shutil.copytree(built, site / lang)
         _resolve_root_links(site)
+        for index in (site / "search.json", site / "zh" / "search.json"):
+            _plain_search_index(index)
+        _write_sitemap(site, site_url)
         report = katex.render_site(site)
         for lang in LANGS:  # after KaTeX: the feeds carry the rendered posts
             if feeds[lang] or lang == "en":

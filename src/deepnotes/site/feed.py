@@ -17,8 +17,10 @@ from deepnotes.core.posts import Post
 ATOM = "http://www.w3.org/2005/Atom"
 
 
-def _stamp(day: _dt.date) -> str:
-    return f"{day.isoformat()}T00:00:00Z"
+def _stamp(moment: _dt.date | _dt.datetime) -> str:
+    if not isinstance(moment, _dt.datetime):
+        moment = _dt.datetime.combine(moment, _dt.time(), _dt.UTC)
+    return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def article_html(page: Path) -> str | None:
@@ -51,7 +53,7 @@ def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = ""
     sub(feed, "id", "urn:deepnotes:feed" + ("" if lang == "en" else f":{lang}"))
     sub(feed, "link", href="./", rel="alternate", type="text/html")
     sub(feed, "link", href="feed.xml", rel="self", type="application/atom+xml")
-    newest = max((p.date for p in posts), default=_dt.date(2026, 1, 1))
+    newest = max((p.published_at for p in posts), default=_dt.date(2026, 1, 1))
     sub(feed, "updated", _stamp(newest))
     author = sub(feed, "author")
     sub(author, "name", "deepnotes")
@@ -60,8 +62,8 @@ def atom_feed(posts: list[Post], *, title: str = "deepnotes", site_url: str = ""
         sub(entry, "title", post.title)
         sub(entry, "link", href=f"posts/{post.slug}/", rel="alternate", type="text/html")
         sub(entry, "id", f"urn:deepnotes:post:{post.slug}" + ("" if lang == "en" else f":{lang}"))
-        sub(entry, "published", _stamp(post.date))
-        sub(entry, "updated", _stamp(post.date))
+        sub(entry, "published", _stamp(post.published_at))
+        sub(entry, "updated", _stamp(post.published_at))
         sub(entry, "summary", post.summary)
         if content and content.get(post.slug):
             # xml:base lets a reader resolve the page's relative image and link URLs.

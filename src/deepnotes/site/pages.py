@@ -287,7 +287,8 @@ def post_page(post: Post, run_roots: list[Path], docs: Path, *, other_lang: bool
                        lang=post.lang, allow_missing_run=True)
     except ReferenceError as exc:
         raise ReferenceError(f"{post.path}: {exc}") from exc
-    meta = {"title": post.title, "date": post.date, "categories": list(post.tags),
+    meta = {"title": post.title, "date": post.published_at.replace(tzinfo=None),
+            "categories": list(post.tags),
             "slug": post.slug, "description": summary}
     if MORE not in body:  # the blog needs an excerpt marker; the summary then serves as excerpt
         body = f"{summary}\n\n{MORE}\n\n{body}"
@@ -356,17 +357,56 @@ def home_page(posts: list[Post], *, lang: str = "en", other_lang: bool = False) 
     count = f"{len(posts)} 篇文章" if zh else f"{len(posts)} posts"
     atom = "Atom 订阅" if zh else "Atom feed"
     switch = f" · {language_link(None, lang)}" if other_lang else ""
+    archive = "归档" if zh else "Archive"
     return (
         "---\ntitle: deepnotes\nhide: [toc]\n---\n\n"
         '<div class="dn-banner" markdown="0">\n'
         '<p class="dn-banner__signal"><span class="dn-blink"></span>INCOMING TRANSMISSION</p>\n'
         "<h1>deepnotes</h1>\n"
         f'<p class="dn-banner__lede">{lede}</p>\n'
-        f'<p class="dn-banner__links"><a href="feed.xml">{atom}</a> · {count}{switch}'
+        f'<p class="dn-banner__links"><a href="feed.xml">{atom}</a> · '
+        f'<a href="archive/">{archive}</a> · {count}{switch}'
         + (f" · {tag_links}" if tag_links else "") + "</p>\n"
         "</div>\n\n"
         f'<h2 class="dn-latest">{"最新更新" if zh else "LATEST UPDATES"}</h2>\n'
     )
+
+
+def neighbours(older: Post | None, newer: Post | None, *, lang: str = "en") -> str:
+    """Links to the previous (older) and next (newer) post, in feed order."""
+    zh = lang == "zh"
+    links = []
+    if older is not None:
+        links.append(f'<span class="dn-prev">{"上一篇" if zh else "Previous"}: '
+                     f"[{_link_text(older.title)}]({older.slug}.md)</span>")
+    if newer is not None:
+        links.append(f'<span class="dn-next">{"下一篇" if zh else "Next"}: '
+                     f"[{_link_text(newer.title)}]({newer.slug}.md)</span>")
+    if not links:
+        return ""
+    return '\n\n<nav class="dn-prevnext" markdown="1">\n' + "\n".join(links) + "\n</nav>\n"
+
+
+def _link_text(title: str) -> str:
+    return title.replace("[", "\\[").replace("]", "\\]")
+
+
+def archive_page(posts: list[Post], *, lang: str = "en") -> str:
+    """Every post as one line (date and title), grouped by month, newest first."""
+    zh = lang == "zh"
+    lines = ["---", f"title: {'归档' if zh else 'Archive'}", "hide: [toc]", "---", "",
+             f"# {'归档' if zh else 'Archive'}", ""]
+    month = None
+    for post in posts:
+        key = post.date.strftime("%Y-%m")
+        if key != month:
+            month = key
+            heading = (f"{post.date.year} 年 {post.date.month} 月" if zh
+                       else post.date.strftime("%B %Y"))
+            lines += ["", f"## {heading}", ""]
+        lines.append(f"- {post.date.isoformat()} · [{_link_text(post.title)}]"
+                     f"(posts/{post.slug}.md)")
+    return "\n".join(lines) + "\n"
 
 
 def write_docs(posts: list[Post], run_roots: list[Path], docs: Path, *, lang: str = "en",
@@ -380,8 +420,11 @@ def write_docs(posts: list[Post], run_roots: list[Path], docs: Path, *, lang: st
     (docs / "posts").mkdir(parents=True, exist_ok=True)
     (docs / "index.md").write_text(home_page(posts, lang=lang, other_lang=bool(other_lang)),
                                    encoding="utf-8")
-    for post in posts:
+    (docs / "archive.md").write_text(archive_page(posts, lang=lang), encoding="utf-8")
+    for i, post in enumerate(posts):
         page = post_page(post, run_roots, docs, other_lang=post.slug in other_lang)
+        page += neighbours(posts[i + 1] if i + 1 < len(posts) else None,
+                           posts[i - 1] if i > 0 else None, lang=lang)
         (docs / "posts" / f"{post.slug}.md").write_text(page, encoding="utf-8")
         source = source_page(post)
         if source is not None:
