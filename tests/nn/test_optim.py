@@ -260,3 +260,47 @@ def test_fused_rejects_mixed_dtypes_at_first_step():
     a.grad, b.grad = torch.ones_like(a), torch.ones_like(b)
     with pytest.raises(TypeError, match="one dtype"):
         Adam([a, b], fused=True).step()
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls", [(Adam, torch.optim.Adam),
+                                                 (AdamW, torch.optim.AdamW)])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_complex_parameters_follow_torch(ours_cls, torch_cls, amsgrad):
+    """torch updates a complex parameter as the real tensor of its parts; so do we."""
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(5, 4, dtype=torch.complex128, generator=gen)
+    target = torch.randn(5, 4, dtype=torch.complex128, generator=gen)
+    params = [start.clone().requires_grad_(True) for _ in range(2)]
+    opts = [ours_cls([params[0]], lr=0.05, weight_decay=0.1, amsgrad=amsgrad),
+            torch_cls([params[1]], lr=0.05, weight_decay=0.1, amsgrad=amsgrad, foreach=False)]
+    for _ in range(50):
+        for p, opt in zip(params, opts, strict=True):
+            opt.zero_grad()
+            (p - target).abs().pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=1e-12)
+    assert opts[0].state[params[0]]["exp_avg"].is_complex()
+
+
+def test_torch_keywords_and_tensor_lr_are_accepted_as_torch_accepts_them():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, dtype=torch.float64, generator=gen)
+    ours_p, ref_p = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    ours = AdamW([ours_p], lr=lr, foreach=None, capturable=False, differentiable=False)
+    ref = torch.optim.AdamW([ref_p], lr=torch.tensor(0.01, dtype=torch.float64), foreach=False)
+    for step in range(20):
+        if step == 10:  # a scheduler changing the tensor in place is seen at the next step
+            lr.fill_(0.002)
+            ref.param_groups[0]["lr"].fill_(0.002)
+        for p, opt in ((ours_p, ours), (ref_p, ref)):
+            opt.zero_grad()
+            (p**2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(ours_p, ref_p, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="capturable"):
+        Adam([ours_p], capturable=True)
+    with pytest.raises(ValueError, match="1-element"):
+        Adam([ours_p], lr=torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="float lr"):
+        Adam([ours_p], lr=lr, fused=True)

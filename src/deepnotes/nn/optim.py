@@ -61,9 +61,22 @@ class Adam(torch.optim.Optimizer):
         Normalise by the running maximum of the raw :math:`v_t` (AMSGrad, Eq. 8).
     maximize : bool
         Ascend instead of descend (the gradient's sign is flipped).
+    foreach : bool or None
+        Accepted for torch compatibility. The plain path always updates one tensor at a time
+        (torch's ``foreach=False`` order); torch's multi-tensor path gives the same values to float
+        rounding.
+    capturable : bool
+        Accepted for torch compatibility; ``True`` (CUDA-graph capture) is refused, as torch
+        refuses it for CPU tensors.
+    differentiable : bool
+        Accepted for torch compatibility; ``True`` (autograd through the step) is refused.
     fused : bool
         Update all fused parameters with one numba kernel over flat buffers (CPU float32/float64
         only). Meant for large tensors; for hundreds of tiny ones the plain path is as fast.
+
+    Complex parameters are updated as torch does: as real tensors of twice the size
+    (``torch.view_as_real``), with the moments kept complex in the state. ``lr`` may be a
+    one-element tensor, read at each step (so it can be changed in place).
     """
 
     #: Decoupled decay (AdamW, Eq. 7) instead of L2 in the gradient (Eq. 6).
@@ -71,11 +84,21 @@ class Adam(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 fused: bool = False):
+                 weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None):
         _check_hyperparameters(lr, betas, eps, weight_decay)
+        if capturable:
+            raise ValueError("capturable=True (CUDA-graph capture) is not supported: deepnotes' "
+                             "Adam runs eagerly; use torch.optim for graph capture")
+        if differentiable:
+            raise ValueError("differentiable=True is not supported: the step runs under no_grad")
+        fused = bool(fused)
+        if fused and isinstance(lr, torch.Tensor):
+            raise ValueError("fused=True takes a float lr, not a tensor")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, fused=fused)
+                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                        capturable=False, differentiable=False, fused=fused)
         super().__init__(params, defaults)
         for group in self.param_groups:
             _check_hyperparameters(group["lr"], group["betas"], group["eps"],
@@ -132,7 +155,7 @@ class Adam(torch.optim.Optimizer):
         return state
 
     def _plain_group_step(self, group: dict[str, Any]) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        lr, (beta1, beta2), eps = _float_lr(group["lr"]), group["betas"], group["eps"]
         wd, amsgrad = group["weight_decay"], group["amsgrad"]
         for p in group["params"]:
             if p.grad is None:
@@ -143,6 +166,9 @@ class Adam(torch.optim.Optimizer):
             state = self._init_state(p, amsgrad)
             state["step"] += 1
             t = state["step"].item()
+            if torch.is_complex(p):  # as torch: update the real and imaginary parts as reals
+                self._real_step(p, grad, state, lr, beta1, beta2, eps, wd, amsgrad, t)
+                continue
             if wd != 0:
                 if self.decoupled_weight_decay:
                     p.mul_(1 - lr * wd)  # Eq. 7: shrink theta, outside the adaptive scaling
@@ -159,12 +185,32 @@ class Adam(torch.optim.Optimizer):
             denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)  # Eqs. 4-5: eps after sqrt
             p.addcdiv_(m, denom, value=-step_size)
 
+    def _real_step(self, p, grad, state, lr, beta1, beta2, eps, wd, amsgrad, t) -> None:
+        """The same update on ``torch.view_as_real`` views of a complex parameter."""
+        real = torch.view_as_real(p)
+        grad = torch.view_as_real(grad)
+        if wd != 0:
+            if self.decoupled_weight_decay:
+                real.mul_(1 - lr * wd)
+            else:
+                grad = grad.add(real, alpha=wd)
+        m, v = torch.view_as_real(state["exp_avg"]), torch.view_as_real(state["exp_avg_sq"])
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        if amsgrad:
+            vmax = torch.view_as_real(state["max_exp_avg_sq"])
+            torch.maximum(vmax, v, out=vmax)
+            v = vmax
+        denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+        real.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
+
     # ------------------------------------------------------------------ fused path
     def _fused_step(self, groups: list[dict[str, Any]]) -> None:
         """All fused groups in one kernel call; hyperparameters travel per parameter."""
         params, hyper = [], []
         for g in groups:
-            row = (g["lr"], *g["betas"], g["eps"], g["weight_decay"], g["maximize"], g["amsgrad"])
+            row = (_float_lr(g["lr"]), *g["betas"], g["eps"], g["weight_decay"], g["maximize"],
+                   g["amsgrad"])
             for p in g["params"]:
                 _check_fusable(p)
                 if p.grad is not None:
@@ -212,18 +258,20 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 fused: bool = False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable, differentiable=differentiable,
                          fused=fused)
 
 
 # ---------------------------------------------------------------------- helpers
 def _check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
     """Reject what torch rejects, with torch's messages."""
-    if isinstance(lr, torch.Tensor):
-        raise TypeError("lr must be a float; tensor learning rates are not supported")
-    if not 0.0 <= lr:
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= _float_lr(lr):
         raise ValueError(f"Invalid learning rate: {lr}")
     if not 0.0 <= eps:
         raise ValueError(f"Invalid epsilon value: {eps}")
@@ -235,6 +283,11 @@ def _check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> 
         raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
     if not 0.0 <= weight_decay:
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+def _float_lr(lr: float | torch.Tensor) -> float:
+    """The learning rate as a float (a one-element tensor is read at each step)."""
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
 
 def _checked_grad(p: torch.Tensor) -> torch.Tensor:
