@@ -159,3 +159,24 @@ def test_errors(func):
         func(x, 2, axis=1)
     with pytest.raises(ValueError, match="at least one dimension"):
         func(np.float64(1.0), 1)
+
+
+@pytest.mark.parametrize("fn, reduce", [(sliding_window_max, np.ma.max),
+                                        (sliding_window_min, np.ma.min)])
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.bool_])
+def test_masked_arrays_ignore_masked_samples(fn, reduce, dtype):
+    rng = np.random.default_rng(5)
+    data = rng.integers(-50, 50, size=(3, 40)).astype(dtype)
+    mask = rng.random((3, 40)) < 0.4
+    mask[1, 10:25] = True  # windows with nothing unmasked
+    a = np.ma.masked_array(data, mask=mask)
+    k = 6
+    out = fn(a, k, axis=1)
+    assert isinstance(out, np.ma.MaskedArray) and out.dtype == data.dtype
+    for r in range(3):
+        for i in range(40 - k + 1):
+            expect = reduce(a[r, i:i + k])
+            if expect is np.ma.masked:
+                assert out.mask[r, i]
+            else:
+                assert not out.mask[r, i] and out[r, i] == expect

@@ -224,3 +224,18 @@ def test_bad_inputs(tmp_path):
     bad.write_text(bad.read_text().replace('"left": [1', '"left": [9999'))
     with pytest.raises(ValueError, match="corrupt"):
         GBDTClassifier().load_model(bad)
+
+
+def test_save_model_refuses_an_extension_it_does_not_write(tmp_path):
+    from sklearn.datasets import make_regression
+
+    from deepnotes.boosting import GBDTRegressor
+
+    X, y = make_regression(n_samples=60, n_features=3, random_state=0)
+    model = GBDTRegressor(n_estimators=2, max_depth=2).fit(X, y)
+    with pytest.raises(ValueError, match=r"UBJSON.*'\.json' path"):
+        model.save_model(tmp_path / "m.ubj")
+    assert not (tmp_path / "m.ubj").exists()
+    model.save_model(tmp_path / "m.json")
+    again = GBDTRegressor().load_model(tmp_path / "m.json")
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))

@@ -266,3 +266,29 @@ def test_time_mlp_starts_at_the_identity_flow():
     x = torch.randn(5, 2)
     z, ld = cnf(x)
     assert torch.equal(z, x) and torch.equal(ld, torch.zeros(5))
+
+
+def test_cnf_composes_in_a_chain_and_maps_an_empty_batch_to_an_empty_batch():
+    from deepnotes.generative.flows.base import Chain, Reverse
+
+    torch.manual_seed(0)
+    cnf = CNF(2, hidden=8, depth=1).double()
+    chain = Chain([Reverse(2), cnf])
+    x = torch.randn(5, 2, dtype=torch.float64)
+    z, ld = chain.forward(x)
+    z_direct, ld_direct = cnf.forward(x.flip(1))
+    torch.testing.assert_close(z, z_direct)
+    torch.testing.assert_close(ld, ld_direct)
+    back, _ = chain.inverse(z)
+    torch.testing.assert_close(back, x, atol=1e-4, rtol=0)
+    empty = torch.zeros(0, 2, dtype=torch.float64)
+    assert cnf.log_prob(empty).shape == (0,)
+    z0, ld0 = cnf.forward(empty)
+    assert z0.shape == (0, 2) and ld0.shape == (0,)
+
+
+def test_a_batch_of_another_dtype_is_a_clear_error():
+    cnf = CNF(2, hidden=8, depth=1)  # float32 parameters
+    with pytest.raises(TypeError, match="input is torch.float64 but the flow's parameters are "
+                                        "torch.float32"):
+        cnf.log_prob(torch.zeros(3, 2, dtype=torch.float64))

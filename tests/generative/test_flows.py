@@ -292,3 +292,11 @@ def test_logistic_base_is_the_standard_logistic():
     s = base.sample(200_000, torch.Generator().manual_seed(0))
     # variance π²/3; the sample variance's standard error is ~0.02 at n = 2e5, 5 of them: 0.1
     assert float(s.var()) == pytest.approx(math.pi**2 / 3, abs=0.1)
+
+
+def test_a_float64_batch_into_a_float32_flow_names_both_dtypes():
+    from deepnotes.generative.flows.coupling import AffineCoupling
+
+    layer = AffineCoupling(4, hidden=8)
+    with pytest.raises(TypeError, match=r"input is torch.float64 .* parameters are torch.float32"):
+        layer.forward(torch.zeros(2, 4, dtype=torch.float64))

@@ -248,7 +248,32 @@ def _check_args(a, k, axis, method):
     return a, k, axis
 
 
+def _extreme(dtype: np.dtype, want_max: bool):
+    """The value that never wins a window: the dtype's lowest for a max, highest for a min."""
+    if dtype.kind == "b":
+        return not want_max
+    if dtype.kind == "f":
+        return -np.inf if want_max else np.inf
+    info = np.iinfo(dtype)
+    return info.min if want_max else info.max
+
+
+def _sliding_masked(a, k, axis, method, want_max):
+    """Masked input: masked samples never win; a window with no unmasked sample is masked."""
+    mask = np.ma.getmaskarray(a)
+    data = np.ma.getdata(a)
+    filled = np.where(mask, _extreme(data.dtype, want_max), data).astype(data.dtype, copy=False)
+    out = _sliding(filled, k, axis, method, want_max)
+    _, k, axis = _check_args(data, k, axis, method)
+    counts = np.cumsum(np.moveaxis(mask, axis, -1), axis=-1, dtype=np.int64)
+    counts = np.concatenate([np.zeros(counts.shape[:-1] + (1,), np.int64), counts], axis=-1)
+    masked_in_window = counts[..., k:] - counts[..., :-k]
+    return np.ma.masked_array(out, mask=np.moveaxis(masked_in_window == k, -1, axis))
+
+
 def _sliding(a, k, axis, method, want_max):
+    if np.ma.isMaskedArray(a):
+        return _sliding_masked(a, k, axis, method, want_max)
     a, k, axis = _check_args(a, k, axis, method)
     if method == "naive":
         view = sliding_window_view(a, k, axis=axis)
@@ -298,7 +323,8 @@ def sliding_window_max(a, k, axis=-1, method="auto"):
     -------
     ndarray, shape (..., n - k + 1, ...)
         ``out[..., i, ...] = max(a[..., i:i + k, ...])`` along ``axis``; NaN where the window
-        holds a NaN. Identical across methods.
+        holds a NaN. Identical across methods. For a ``numpy.ma.MaskedArray`` the masked
+        samples are ignored and the result is masked where a window holds no unmasked sample.
     """
     return _sliding(a, k, axis, method, want_max=True)
 

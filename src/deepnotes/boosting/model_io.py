@@ -82,7 +82,13 @@ def to_dict(est) -> dict:
 
 
 def save(est, path) -> None:
-    """Write ``to_dict(est)`` to ``path``."""
+    """Write ``to_dict(est)`` to ``path`` as JSON; any extension but ``.json`` (or none) is
+    refused, so ``model.ubj`` never silently holds JSON."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in ("", ".json"):
+        kind = "UBJSON (xgboost's binary format)" if suffix == ".ubj" else f"{suffix!r} files"
+        raise ValueError(f"save_model writes JSON only; {kind} cannot be written: use a "
+                         f"'.json' path instead of {str(path)!r}")
     Path(path).write_text(json.dumps(to_dict(est)), encoding="utf-8")
 
 

@@ -49,11 +49,22 @@ class FlowLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> noise: ``(z, log|det ∂z/∂x|)``, shapes (B, dim) and (B,)."""
-        return self._forward(check_input(x, self.dim, type(self).__name__ + ".forward"))
+        return self._forward(self._checked(x, "forward"))
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise -> data: ``(x, log|det ∂x/∂z|)``, shapes (B, dim) and (B,)."""
-        return self._inverse(check_input(z, self.dim, type(self).__name__ + ".inverse"))
+        return self._inverse(self._checked(z, "inverse"))
+
+    def _checked(self, x: torch.Tensor, direction: str) -> torch.Tensor:
+        """``x`` checked by :func:`check_input`, and its dtype against the layer's parameters."""
+        who = f"{type(self).__name__}.{direction}"
+        x = check_input(x, self.dim, who)
+        param = next(self.parameters(), None)
+        if param is not None and param.dtype != x.dtype:
+            raise TypeError(f"{who}: the input is {x.dtype} but the flow's parameters are "
+                            f"{param.dtype}; convert one side (x.to({param.dtype}) or "
+                            f"flow.to({x.dtype}))")
+        return x
 
     def _forward(self, x):
         raise NotImplementedError

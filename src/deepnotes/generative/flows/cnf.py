@@ -46,7 +46,7 @@ from deepnotes.diffusion.likelihood import augmented_dynamics, divergence
 from deepnotes.diffusion.ode import dormand_prince
 from deepnotes.diffusion.parameterizations import prediction_loss
 from deepnotes.diffusion.processes import RectifiedFlow
-from deepnotes.generative.flows.base import FlowLayer, StandardNormal, check_input
+from deepnotes.generative.flows.base import FlowLayer, StandardNormal
 
 TRACES = ("auto", "exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -185,7 +185,7 @@ class CNF(FlowLayer):
     def divergence(self, x: torch.Tensor, t, trace: str | None = None, probe: str | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
         """``tr(∂f/∂x)`` at ``(x, t)``, exact or one Hutchinson probe per example; shape (B,)."""
-        x = check_input(x, self.dim, "CNF.divergence")
+        x = self._checked(x, "divergence")
         exact, kind = self._resolve(trace, probe)
         eps = None if exact else self.draw_probe(x, kind, generator)
         with torch.enable_grad():
@@ -199,6 +199,8 @@ class CNF(FlowLayer):
         _check_choice(solver, SOLVERS, "solver")
         if create_graph and solver != "rk4":
             raise ValueError("gradients flow only through the fixed-step solver='rk4'")
+        if len(x) == 0:  # an empty batch maps to an empty batch, with no function evaluation
+            return x.clone(), (x.new_zeros(0) if logdet else None), 0
         if logdet:
             exact, kind = self._resolve(trace, probe)
             eps = None if exact else self.draw_probe(x, kind, generator)
@@ -223,7 +225,10 @@ class CNF(FlowLayer):
     def forward(self, x: torch.Tensor, solver: str = "dopri5", trace: str | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> noise: ``(z, log|det ∂z/∂x|)`` with ``log det = ∫_0^1 tr(∂f/∂x) dt``."""
-        x = check_input(x, self.dim, "CNF.forward")
+        x = self._checked(x, "forward")
+        return self._forward(x, solver, trace, generator)
+
+    def _forward(self, x, solver: str = "dopri5", trace: str | None = None, generator=None):
         z, ld, _ = self._solve(x, 0.0, 1.0, logdet=True, solver=solver, trace=trace,
                                generator=generator)
         return z, ld
@@ -231,7 +236,10 @@ class CNF(FlowLayer):
     def inverse(self, z: torch.Tensor, solver: str = "dopri5", trace: str | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise -> data: ``(x, log|det ∂x/∂z|)``, the ODE integrated from ``t = 1`` to 0."""
-        z = check_input(z, self.dim, "CNF.inverse")
+        z = self._checked(z, "inverse")
+        return self._inverse(z, solver, trace, generator)
+
+    def _inverse(self, z, solver: str = "dopri5", trace: str | None = None, generator=None):
         x, ld, _ = self._solve(z, 1.0, 0.0, logdet=True, solver=solver, trace=trace,
                                generator=generator)
         return x, ld
@@ -244,7 +252,7 @@ class CNF(FlowLayer):
         With a Hutchinson trace the result is an unbiased estimate of the integral's value
         (not of ``log p``'s exponent). ``return_info`` also returns ``{"nfe", "z"}``.
         """
-        x = check_input(x, self.dim, "CNF.log_prob")
+        x = self._checked(x, "log_prob")
         z, ld, nfe = self._solve(x, 0.0, 1.0, logdet=True, solver=solver, trace=trace,
                                  probe=probe, generator=generator)
         log_p = self.base.log_prob(z) + ld
@@ -263,7 +271,7 @@ class CNF(FlowLayer):
     def trajectory(self, x: torch.Tensor, ts: Sequence[float], logdet: bool = False):
         """States at the times ``ts`` (from ``x = x(ts[0])``), shape (T, B, D), by the adaptive
         solver between consecutive times; with ``logdet`` also ``∫_{ts[0]}^{t} tr`` (T, B)."""
-        x = check_input(x, self.dim, "CNF.trajectory")
+        x = self._checked(x, "trajectory")
         ts = [float(t) for t in ts]
         if len(ts) < 2:
             raise ValueError(f"ts needs at least 2 times, got {len(ts)}")
@@ -281,7 +289,7 @@ class CNF(FlowLayer):
         The augmented ODE is solved with :func:`rk4` on ``rk4_steps`` steps and back-propagated
         through (FFJORD without the adjoint); the Hutchinson probe, if used, is fresh per call.
         """
-        x = check_input(x, self.dim, "CNF.nll_loss")
+        x = self._checked(x, "nll_loss")
         z, ld, _ = self._solve(x, 0.0, 1.0, logdet=True, solver="rk4", generator=generator,
                                create_graph=True)
         return -(self.base.log_prob(z) + ld).mean()
@@ -293,7 +301,7 @@ class CNF(FlowLayer):
         ``x_t = (1 − t) x + t ε``, ``t ~ U[0, 1]``, ``ε ~ N(0, I)``; mean over the batch of the
         per-example sum over dimensions. No ODE solve: one evaluation of ``f`` per example.
         """
-        x = check_input(x, self.dim, "CNF.flow_matching_loss")
+        x = self._checked(x, "flow_matching_loss")
         return prediction_loss(self.velocity, RectifiedFlow(), x, "velocity",
                                generator=generator)
 
