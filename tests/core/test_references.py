@@ -140,3 +140,8 @@ def test_a_smoke_run_shows_placeholders_for_names_only_the_full_run_has(records)
     full = Records("demo", {"toy/kl_nats": 0.25}, {"curves"}, records.bench_dir)
     with pytest.raises(ReferenceError):
         resolve(text, full, render_figure=lambda f: "")
+
+
+def test_the_format_bar_may_be_escaped_inside_a_markdown_table(records):
+    row = "| kl | {{ metric: toy/kl_nats \\| .3f }} |"
+    assert resolve(row, records) == "| kl | 0.500 |"

@@ -20,7 +20,8 @@ braces are optional):
     a one-off development measurement without a record, rendered with its date and machine.
 
 A metric or bench value may be a ratio of two fields of the same record, ``A / B`` (a slash with a
-space on each side, since metric keys contain slashes). ``FMT`` is a Python format spec (``.3f``,
+space on each side, since metric keys contain slashes). In a Markdown table write the bar before
+``FMT`` as ``\\|``. ``FMT`` is a Python format spec (``.3f``,
 ``.1%``, ``,.0f``); the default shows integral values whole and others with 4 significant digits.
 A name that the record does not hold raises :class:`ReferenceError`, so a build never shows a
 number that no record supports.
@@ -119,9 +120,10 @@ def _hint(name: str, known) -> str:
 
 
 def _split_format(arg: str) -> tuple[str, str | None]:
+    """``"KEY | FMT"`` -> ``("KEY", "FMT")``; inside a Markdown table the bar is written ``\\|``."""
     if "|" in arg:
         value, fmt = arg.rsplit("|", 1)
-        return value.strip(), fmt.strip() or None
+        return value.strip().removesuffix("\\").strip(), fmt.strip() or None
     return arg.strip(), None
 
 
