@@ -24,6 +24,9 @@ from deepnotes.diffusion.schedules import append_zero
 from deepnotes.experiments import _diffusion_digits as H
 from deepnotes.experiments.edm import PRESETS
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("edm", "diffusion-sde", "rectified-flow", "classifier-guidance")
+
 TARGETS = {"heun": 35, "dpmpp_2m": 20}
 #: Samples per FID. The edm post's 300 leave a seed-to-seed spread larger than the 5% band being
 #: measured (DDPM at 70 NFE scored 22% *below* DDPM-1000 there); 1000 shrinks it about 1.8-fold.

@@ -24,6 +24,9 @@ import time
 
 from deepnotes.core.bench import bench_main, time_call
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("ensemble-learning",)
+
 N_JOBS = 2
 _WARMUP = ("import numpy as np, time; t = time.perf_counter(); "
            "from deepnotes.boosting.forest import RandomForestClassifier as R; "

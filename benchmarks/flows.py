@@ -74,6 +74,9 @@ from deepnotes.generative.flows import (
     vi_flow,
 )
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("nice", "normalizing-flows")
+
 THREADS = 1
 ALPHA = 0.05
 RULE = ("ours_no_worse: mean_ours <= mean_normflows + sqrt(sd_ours^2/n_ours + "

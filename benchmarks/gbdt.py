@@ -25,6 +25,9 @@ import time
 
 import numpy as np
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("gbdt-to-xgboost",)
+
 PARAMS = dict(n_estimators=100, learning_rate=0.1, max_depth=6, max_bin=256, n_jobs=2)
 CONTENDERS = ("ours", "xgboost", "lightgbm", "sklearn")
 FULL_N = 1_000_000

@@ -25,6 +25,9 @@ from deepnotes.rl import vfa
 from deepnotes.rl.envs import textbook_5x5
 from deepnotes.rl.planning import suboptimal_states, value_iteration
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("policy-gradient", "actor-critic")
+
 sys.path.insert(0, str(Path(__file__).parent))
 from rl_tabular import grid_10x10  # noqa: E402  (the benchmarks share one 10x10 layout)
 

@@ -23,6 +23,8 @@ from deepnotes.rl import mc, td
 from deepnotes.rl.envs import GridWorld, textbook_5x5
 from deepnotes.rl.planning import value_iteration
 
+#: The topics whose posts quote this benchmark (`deepnotes bench SLUG` finds it).
+TOPICS = ("monte-carlo-rl", "temporal-difference")
 
 def grid_10x10() -> GridWorld:
     """A 10x10 layout: two forbidden walls with gaps and a target in the lower right quarter."""

@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -26,7 +27,7 @@ import numpy as np
 #: Packages whose versions every benchmark record carries (when installed).
 TRACKED_PACKAGES = (
     "numpy", "numba", "scipy", "torch", "scikit-learn", "xgboost-cpu", "xgboost", "lightgbm",
-    "pycocotools", "stable-baselines3",
+    "pycocotools", "stable-baselines3", "triton",
 )
 
 
@@ -85,13 +86,26 @@ def results_dir() -> Path:
     return benchmarks_dir() / "results"
 
 
-def record(name: str, figures: dict[str, Any], command: str, out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json``: the figures, the command that made them, the machine."""
-    out_dir = Path(out_dir) if out_dir is not None else results_dir()
+#: Where ``--quick`` records go by default: never over the committed full records.
+QUICK_DIR = "quick"
+
+
+def record(name: str, figures: dict[str, Any], command: str, out_dir: Path | None = None, *,
+           quick: bool = False) -> Path:
+    """Write ``<out_dir>/<name>.json``: the figures, the command that made them, the machine.
+
+    A ``quick`` run goes to ``benchmarks/results/quick/`` unless ``out_dir`` says otherwise, so
+    it never replaces the committed record of a full run.
+    """
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+    else:
+        out_dir = results_dir() / QUICK_DIR if quick else results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "command": command,
+        "quick": quick,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "figures": figures,
@@ -109,6 +123,21 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def benchmark_for(name: str, bench_dir: Path) -> Path | None:
+    """The benchmark file for ``name``: a benchmark name (``gbdt``) or a topic slug whose
+    benchmark declares it in a ``TOPICS = ("gbdt-to-xgboost", ...)`` line."""
+    stem = name.replace("-", "_").removesuffix(".py")
+    path = Path(bench_dir) / f"{stem}.py"
+    if path.is_file():
+        return path
+    for candidate in sorted(Path(bench_dir).glob("*.py")):
+        match = re.search(r"^TOPICS\s*=\s*\(([^)]*)\)", candidate.read_text(encoding="utf-8"),
+                          re.MULTILINE)
+        if match and name in re.findall(r"[\"']([^\"']+)[\"']", match.group(1)):
+            return candidate
+    return None
+
+
 def bench_main(file: str, run: Callable[..., dict[str, Any]]) -> None:
     """Command-line entry of a benchmark: ``python benchmarks/NAME.py [--quick] [--out DIR]``."""
     name = Path(file).stem
@@ -118,6 +147,6 @@ def bench_main(file: str, run: Callable[..., dict[str, Any]]) -> None:
     args = parser.parse_args()
     figures = run(quick=args.quick)
     command = "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{name}.py", *sys.argv[1:]])
-    path = record(name, figures, command, args.out)
+    path = record(name, figures, command, args.out, quick=args.quick)
     print(json.dumps(figures, indent=2, default=_jsonable))
     print(f"recorded {path}")
