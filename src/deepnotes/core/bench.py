@@ -27,7 +27,7 @@ import numpy as np
 #: Packages whose versions every benchmark record carries (when installed).
 TRACKED_PACKAGES = (
     "numpy", "numba", "scipy", "torch", "scikit-learn", "xgboost-cpu", "xgboost", "lightgbm",
-    "pycocotools", "stable-baselines3", "triton",
+    "pycocotools", "faster-coco-eval", "stable-baselines3", "triton",
 )
 
 
