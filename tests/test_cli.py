@@ -84,8 +84,12 @@ def test_run_then_show_then_publish(root, capsys):
     assert "Latest metrics (smoke run" in shown and "metric" in shown
     assert cli.main(["publish", FAST_TOPIC]) == 2  # only full runs are published by default
     assert "--preset full" in capsys.readouterr().err
-    assert cli.main(["publish", FAST_TOPIC, "--run", str(run_dir)]) == 0
+    assert cli.main(["publish", FAST_TOPIC, "--run", str(run_dir)]) == 2  # a smoke run
+    assert "not a full one" in capsys.readouterr().err
+    assert cli.main(["publish", FAST_TOPIC, "--run", str(run_dir), "--force"]) == 0
     assert (root / "results" / FAST_TOPIC / "metrics.json").is_file()
+    record = json.loads((root / "results" / FAST_TOPIC / "published.json").read_text())
+    assert record["forced"] is True
 
 
 def test_failing_experiment_exits_nonzero_with_its_message(root, capsys, monkeypatch):
@@ -112,11 +116,22 @@ def test_failing_experiment_exits_nonzero_with_its_message(root, capsys, monkeyp
     assert "RuntimeError" in (run_dir / "log.txt").read_text()
 
 
-def test_tour_reports_failures_and_goes_on(root, capsys):
-    status = cli.main(["tour", "--preset", "smoke", "--only", FAST_TOPIC, "not-a-topic"])
+def test_tour_reports_failures_and_goes_on(root, capsys, monkeypatch):
+    from deepnotes.core import registry
+
+    real = registry.load_experiment
+    broken = "sliding-window-maximum"
+
+    def load(slug):
+        if slug == broken:
+            raise RuntimeError("broken on purpose")
+        return real(slug)
+
+    monkeypatch.setattr(registry, "load_experiment", load)
+    status = cli.main(["tour", "--preset", "smoke", "--only", broken, FAST_TOPIC])
     out = capsys.readouterr().out
     assert status == 1
-    assert FAST_TOPIC in out and "ok" in out and "FAILED" in out
+    assert FAST_TOPIC in out and "ok" in out and "FAILED: RuntimeError: broken on purpose" in out
     assert cli.main(["tour", "--preset", "smoke", "--only", FAST_TOPIC]) == 0
 
 
@@ -140,3 +155,17 @@ def test_list_into_a_closed_pipe_stops_quietly():
     cmd = f"{sys.executable} -c \"{code}\" | head -c 10"
     out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
     assert out.returncode == 0 and "failed" not in out.stderr and "Error" not in out.stderr
+
+
+def test_a_bad_set_value_is_refused_before_any_run_folder(root, capsys):
+    assert cli.main(["run", FAST_TOPIC, "--preset", "smoke", "--set", "mean_steps=0"]) == 2
+    assert "'mean_steps' (int) must be > 0" in capsys.readouterr().err
+    assert cli.main(["run", FAST_TOPIC, "--device", "cuda:abc"]) == 2
+    assert "cuda:N" in capsys.readouterr().err
+    assert not (root / "runs").exists() or not any((root / "runs").rglob("metrics.json"))
+
+
+def test_tour_checks_every_slug_before_running_any(root, capsys):
+    assert cli.main(["tour", "--only", FAST_TOPIC, "no-such-topic"]) == 2
+    assert "unknown topic 'no-such-topic'" in capsys.readouterr().err
+    assert not (root / "runs").exists()

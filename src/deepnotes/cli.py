@@ -98,8 +98,11 @@ def cmd_show(args) -> int:
         where = f"{run_dir / fig.name}.png" if run_dir else f"{fig.name}.png"
         return f"[{figure_label(fig.number, post.lang)}: {fig.caption} ({where})]"
 
+    records = records_for(slug)
+    records.missing_records_ok = True  # an installed package has no benchmarks/results beside it
     try:
-        body = resolve(post.body, records_for(slug), render_figure=figure_line, lang=post.lang)
+        body = resolve(post.body, records, render_figure=figure_line, lang=post.lang,
+                       allow_missing_run=True)
     except ReferenceError as exc:
         raise CliError(f"{path}: {exc}") from exc
     print(f"{post.title}\n{post.date.isoformat()} · {', '.join(post.tags)}\n")
@@ -117,7 +120,7 @@ def cmd_show(args) -> int:
 def _build_config(module, args):
     import dataclasses
 
-    from deepnotes.core.config import apply_overrides
+    from deepnotes.core.config import apply_overrides, validate_config
 
     if args.preset not in module.PRESETS:
         known = ", ".join(module.PRESETS)
@@ -134,9 +137,11 @@ def _build_config(module, args):
         changes["out"] = str(args.out)
     config = dataclasses.replace(config, **changes)
     try:
-        return apply_overrides(config, getattr(args, "set", None) or [])
+        config = apply_overrides(config, getattr(args, "set", None) or [])
+        validate_config(config, module.PRESETS)  # before any run folder exists
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    return config
 
 
 def _print_config(module, config) -> None:
@@ -148,16 +153,28 @@ def _print_config(module, config) -> None:
 
 
 def cmd_run(args) -> int:
+    import contextlib
+    import os
+
+    from deepnotes.core.experiment import resume_from
     from deepnotes.core.registry import load_experiment
 
     module = load_experiment(args.slug)
-    config = _build_config(module, args)
+    config = _resumed_config(module, args) if args.resume else _build_config(module, args)
     if args.show_config:
         _print_config(module, config)
         return 0
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
         raise CliError(f"unknown device {config.device!r}: expected auto, cpu, cuda or cuda:N")
-    result = module.run(config)
+    if args.nproc < 1:
+        raise CliError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # a worker (or torchrun) skips this
+        return _spawn_ranks(args, config)
+    resuming = resume_from(args.resume) if args.resume else contextlib.nullcontext()
+    with _distributed(config) as rank, resuming:
+        result = module.run(config)
+    if rank != 0:
+        return 0
     print(f"\n{args.slug}: {result.status} in {result.wall_time_s:.1f} s -> {result.run_dir}")
     if result.headline:
         peer = f" (peer {result.peer}: {_fmt(result.peer_value)})" if result.peer else ""
@@ -165,12 +182,128 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _resumed_config(module, args):
+    """The config of the interrupted run in ``args.resume`` (``--device`` may change)."""
+    import dataclasses
+    import json
+    import typing
+
+    from deepnotes.core.config import field_types
+
+    if args.set or args.seed is not None:
+        raise CliError("--resume continues a run with its own config; drop --set/--seed")
+    path = Path(args.resume) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads((Path(args.resume) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot resume {args.resume}: {exc}") from None
+    if saved.get("slug") != args.slug:
+        raise CliError(f"{args.resume} is a run of {saved.get('slug')!r}, not {args.slug!r}")
+    if meta.get("status") == "completed":
+        raise CliError(f"{args.resume} has already completed; nothing to resume")
+    cls = type(next(iter(module.PRESETS.values())))
+    types_ = field_types(cls)
+    values = {}
+    for name, value in saved["config"].items():
+        if name not in types_:
+            raise CliError(f"{path}: field {name!r} no longer exists in {cls.__qualname__}")
+        if isinstance(value, list) and typing.get_origin(types_[name]) is tuple:
+            value = tuple(value)
+        values[name] = value
+    config = cls(**values)
+    return dataclasses.replace(config, device=args.device) if args.device else config
+
+
+def _spawn_ranks(args, config) -> int:
+    """Start ``--nproc`` copies of this command as torch.distributed ranks (the environment
+    torchrun would set) and wait for them; the first failure stops the others."""
+    import os
+    import socket
+    import subprocess
+
+    if config.device != "cpu":
+        import torch
+
+        if (config.device != "auto" or torch.cuda.is_available()) and \
+                args.nproc > torch.cuda.device_count():
+            raise CliError(f"--nproc {args.nproc} needs as many GPUs; "
+                           f"{torch.cuda.device_count()} visible (use --device cpu)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(args.nproc):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
+                   LOCAL_WORLD_SIZE=str(args.nproc), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, "-m", "deepnotes", *args.argv], env=env))
+    codes: dict[int, int] = {}
+    try:
+        while len(codes) < len(procs):
+            for rank, proc in enumerate(procs):
+                if rank not in codes and proc.poll() is not None:
+                    codes[rank] = proc.returncode
+                    if proc.returncode != 0:
+                        for other in procs:
+                            if other.poll() is None:
+                                other.terminate()
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # the ranks got the same Ctrl-C: let them checkpoint and stop
+        for proc in procs:
+            proc.wait()
+        raise
+    failed = {r: c for r, c in codes.items() if c != 0}
+    if failed:
+        print(f"deepnotes: rank(s) {', '.join(map(str, failed))} failed", file=sys.stderr)
+        return max(failed.values(), key=abs)
+    return 0
+
+
+class _distributed:
+    """Initialise torch.distributed when this process is a rank (``WORLD_SIZE`` > 1): nccl for
+    CUDA tensors (and gloo for CPU ones) on a CUDA run, gloo on CPU. The context value is this
+    process's rank."""
+
+    def __init__(self, config):
+        self.config = config
+        self.active = False
+
+    def __enter__(self) -> int:
+        import os
+
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0
+        import torch
+        import torch.distributed as dist
+
+        from deepnotes.core.device import resolve_device
+
+        cuda = resolve_device(self.config.device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # a CUDA run may still train small helper networks on CPU: gloo serves CPU tensors
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", init_method="env://")
+        self.active = True
+        return dist.get_rank()
+
+    def __exit__(self, *exc) -> bool:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        return False
+
+
 def cmd_tour(args) -> int:
     import traceback
 
-    from deepnotes.core.registry import load_experiment, topic_slugs
+    from deepnotes.core.registry import UnknownTopicError, check_slug, load_experiment, topic_slugs
 
-    slugs = args.only or topic_slugs()
+    try:  # every slug is checked before any topic runs
+        slugs = [check_slug(s) for s in args.only] if args.only else topic_slugs()
+    except UnknownTopicError as exc:
+        raise CliError(str(exc)) from None
     rows, failed = [], []
     for slug in slugs:
         print(f"\n=== {slug} ({args.preset}) ===", flush=True)
@@ -203,25 +336,27 @@ def cmd_bench(args) -> int:
     import json
     import shlex
 
-    from deepnotes.core.bench import record
+    from deepnotes.core.bench import benchmark_for, record
     from deepnotes.core.paths import benchmarks_dir
 
     name = args.name.replace("-", "_").removesuffix(".py")
-    path = benchmarks_dir() / f"{name}.py"
-    if not path.is_file():
+    path = benchmark_for(args.name, benchmarks_dir())
+    if path is None:
         import difflib
 
         known = sorted(p.stem for p in benchmarks_dir().glob("*.py") if not p.stem.startswith("_"))
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
         hint = (f"did you mean {', '.join(close)}?" if close
                 else f"benchmarks: {', '.join(known) or 'none'}")
-        raise CliError(f"unknown benchmark {args.name!r} (looked for {path}); {hint}")
+        raise CliError(f"unknown benchmark {args.name!r} (looked for "
+                       f"{benchmarks_dir() / (name + '.py')}); {hint}")
+    name = path.stem
     spec = importlib.util.spec_from_file_location(f"deepnotes_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     figures = module.run(quick=args.quick)
     command = "deepnotes bench " + shlex.quote(args.name) + (" --quick" if args.quick else "")
-    out = record(name, figures, command, args.out)
+    out = record(name, figures, command, args.out, quick=args.quick)
     print(json.dumps(figures, indent=2, default=str))
     print(f"recorded {out}")
     return 0
@@ -232,7 +367,7 @@ def cmd_publish(args) -> int:
     from deepnotes.core.results import publish
 
     try:
-        dest = publish(check_slug(args.slug), args.run)
+        dest = publish(check_slug(args.slug), args.run, force=args.force)
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
     print(f"published {args.slug} -> {dest}")
@@ -249,7 +384,7 @@ def cmd_site(args) -> int:
 
         t0 = time.perf_counter()
         try:
-            index = build_site(out)
+            index = build_site(out, site_url=args.site_url)
         except (ValueError, KatexMissingError) as exc:  # a refused folder, or `make node` not run
             raise CliError(str(exc)) from None
         print(f"site built in {time.perf_counter() - t0:.1f} s: {index}")
@@ -289,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable); see --show-config")
     p.add_argument("--show-config", action="store_true", help="print the config fields and exit")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run in its own directory, from its checkpoints")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data parallel over N processes (torch.distributed; gloo on CPU, nccl "
+                        "on CUDA); the same as torchrun --nproc-per-node N -m deepnotes run ...")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("tour", help="run every topic in turn, then print a summary table")
@@ -309,18 +449,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="copy a topic's newest full run to results/<slug>/")
     p.add_argument("slug")
     p.add_argument("--run", type=Path, default=None, help="a specific run directory")
+    p.add_argument("--force", action="store_true",
+                   help="publish a run that is not the full preset as it is (the record says so)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("site", help="build or serve the feed site")
     p.add_argument("action", choices=["build", "serve"])
     p.add_argument("--out", type=Path, default=None, help="site folder (default site/)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--site-url", default=None,
+                   help="where the site is served (https://host/path/): absolute links in the "
+                        "Atom feeds and a sitemap.xml (default: DEEPNOTES_SITE_URL)")
     p.set_defaults(func=cmd_site)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # re-used by `run --nproc`
     from deepnotes.core.registry import UnknownTopicError
 
     try:

@@ -1,3 +1,4 @@
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,3 +71,54 @@ def test_bad_value_names_field_and_type():
 def test_describe_lists_every_field():
     names = [row[0] for row in describe(DemoConfig())]
     assert names[:4] == ["seed", "device", "out", "preset"] and "limit" in names
+
+
+def _limits_config():
+    from dataclasses import dataclass
+
+    from deepnotes.core.experiment import ExperimentConfig, make_presets
+
+    @dataclass
+    class Cfg(ExperimentConfig):
+        steps: int = 10
+        lr: float = 0.1
+        sizes: tuple[int, ...] = (1, 2)
+        noise: float = 0.0
+        gamma: float = 0.9
+        LIMITS = {"gamma": (0.0, 1.0)}
+
+    presets = make_presets(smoke=Cfg(steps=2), quick=Cfg(), full=Cfg(steps=100, noise=0.5))
+    return Cfg, presets
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 0}, "'steps' (int) must be > 0"),
+    ({"lr": -1.0}, "'lr' (float) must be > 0"),
+    ({"sizes": ()}, "'sizes' (tuple[int, ...]) must not be empty"),
+    ({"sizes": (3, 0)}, "'sizes' (tuple[int, ...]) must be > 0"),
+    ({"noise": -0.1}, "'noise' (float) must be >= 0"),
+    ({"gamma": 1.5}, "'gamma' (float) must lie in [0.0, 1.0]"),
+    ({"steps": 2.5}, "'steps' must be of type int"),
+    ({"device": "cuda:abc"}, "cuda:N"),
+    ({"seed": -1}, "'seed' must be a non-negative"),
+])
+def test_validate_config_names_the_field_its_type_and_range(changes, message):
+    import dataclasses
+
+    from deepnotes.core.config import validate_config
+
+    cls, presets = _limits_config()
+    validate_config(presets["full"], presets)
+    validate_config(dataclasses.replace(presets["full"], noise=0.0, gamma=1.0), presets)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_config(dataclasses.replace(presets["quick"], **changes), presets)
+
+
+def test_every_topics_presets_pass_their_own_validation():
+    from deepnotes.core.config import validate_config
+    from deepnotes.core.registry import load_experiment, topic_slugs
+
+    for slug in topic_slugs():
+        module = load_experiment(slug)
+        for config in module.PRESETS.values():
+            validate_config(config, module.PRESETS)

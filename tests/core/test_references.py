@@ -145,3 +145,9 @@ def test_a_smoke_run_shows_placeholders_for_names_only_the_full_run_has(records)
 def test_the_format_bar_may_be_escaped_inside_a_markdown_table(records):
     row = "| kl | {{ metric: toy/kl_nats \\| .3f }} |"
     assert resolve(row, records) == "| kl | 0.500 |"
+
+
+def test_show_away_from_the_repository_tolerates_missing_records(tmp_path):
+    away = Records("demo", None, set(), tmp_path / "no-such-folder", missing_records_ok=True)
+    out = resolve("{{ bench: flows: a.b }} and {{ metric: x }}", away, allow_missing_run=True)
+    assert out == "— and —"

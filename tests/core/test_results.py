@@ -14,6 +14,7 @@ def fake_run(root, slug, run_id, preset, started, status="completed"):
     (run_dir / "metrics.json").write_text(json.dumps(meta))
     (run_dir / "plot.png").write_bytes(b"\x89PNG fake")
     (run_dir / "command.txt").write_text(f"deepnotes run {slug} --preset {preset}\n")
+    (run_dir / "config.json").write_text(json.dumps({"slug": slug, "config": {"preset": preset}}))
     return run_dir
 
 
@@ -49,8 +50,11 @@ def test_publish_copies_newest_full_run(tmp_path, monkeypatch):
     fake_run(tmp_path / "runs", "t", "b", "full", "2026-01-02T00:00:00")
     dest = publish("t")
     assert dest == tmp_path / "results" / "t"
-    assert sorted(p.name for p in dest.iterdir()) == ["command.txt", "metrics.json", "plot.png"]
+    assert sorted(p.name for p in dest.iterdir()) == ["command.txt", "config.json",
+                                                      "metrics.json", "plot.png",
+                                                      "published.json"]
     assert read_metrics(dest)["run_id"] == "b"
+    assert json.loads((dest / "published.json").read_text())["forced"] is False
 
 
 def test_publish_refuses_incomplete_run(tmp_path, monkeypatch):
@@ -64,3 +68,34 @@ def test_corrupt_metrics_named(tmp_path):
     (tmp_path / "metrics.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         read_metrics(tmp_path)
+
+
+def _real_run(tmp_path, slug, preset, **overrides):
+    """A run of a real topic whose config.json holds ``preset``'s settings plus ``overrides``."""
+    import dataclasses
+
+    from deepnotes.core.registry import load_experiment
+
+    run_dir = fake_run(tmp_path / "runs", slug, f"{preset}-{len(overrides)}", "full",
+                       "2026-01-01T00:00:00")
+    config = {**dataclasses.asdict(load_experiment(slug).PRESETS[preset]), **overrides,
+              "preset": "full"}
+    (run_dir / "config.json").write_text(json.dumps({"slug": slug, "config": config}))
+    return run_dir
+
+
+def test_publish_refuses_another_topics_run_a_relabelled_smoke_run_and_overrides(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPNOTES_ROOT", str(tmp_path))
+    slug = "sliding-window-maximum"
+    other = fake_run(tmp_path / "runs", "nice", "x", "full", "2026")
+    with pytest.raises(ValueError, match="a run of 'nice', not of 'sliding-window-maximum'"):
+        publish(slug, other, force=True)
+    relabelled = _real_run(tmp_path, slug, "smoke")  # `--preset smoke --set preset=full`
+    with pytest.raises(ValueError, match="settings differ from the full preset"):
+        publish(slug, relabelled)
+    dest = publish(slug, relabelled, force=True)
+    record = json.loads((dest / "published.json").read_text())
+    assert record["forced"] is True and "differ from the full preset" in record["problems"][0]
+    assert publish(slug, _real_run(tmp_path, slug, "full", seed=3)) == dest  # seed may differ
+    assert json.loads((dest / "published.json").read_text())["forced"] is False

@@ -129,6 +129,120 @@ def apply_overrides(config: Any, assignments: list[str]) -> Any:
     return dataclasses.replace(config, **changes)
 
 
+#: Fields every experiment shares, checked by :func:`validate_config` itself.
+_BASE_FIELDS = ("seed", "device", "out", "preset")
+_DEVICE = __import__("re").compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _numbers(value: Any) -> list[float] | None:
+    """The numbers of an int/float value or of a tuple of them (``None`` for anything else)."""
+    items = value if isinstance(value, tuple | list) else (value,)
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+        return [float(v) for v in items]
+    return None
+
+
+def inferred_limits(cls: type, presets: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Rules read off the presets: ``{field: rules}`` with rules among ``"positive"``,
+    ``"non-negative"`` and ``"non-empty"``.
+
+    A number (or every number of a tuple) that is positive in the default and in every preset
+    must stay positive, and likewise non-negative; a tuple that is never empty must not become
+    empty. This catches the zeros, negatives and empty lists that a run would otherwise meet
+    deep inside (a ZeroDivisionError, ``max()`` of an empty sequence) with no field named.
+    """
+    configs = [cls(), *presets.values()]
+    rules: dict[str, tuple[str, ...]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _BASE_FIELDS:
+            continue
+        values = [getattr(c, f.name) for c in configs]
+        found: list[str] = []
+        if all(isinstance(v, tuple | list) for v in values) and all(len(v) for v in values):
+            found.append("non-empty")
+        numbers = [_numbers(v) for v in values]
+        if all(n is not None for n in numbers) and any(numbers):
+            flat = [x for n in numbers for x in n]
+            if all(x > 0 for x in flat):
+                found.append("positive")
+            elif all(x >= 0 for x in flat):
+                found.append("non-negative")
+        if found:
+            rules[f.name] = tuple(found)
+    return rules
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list):
+        if not isinstance(value, tuple | list):
+            return False
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(
+                _check_type(v, a) for v, a in zip(value, args, strict=True))
+        return all(_check_type(v, args[0]) for v in value) if args else True
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def validate_config(config: Any, presets: dict[str, Any] | None = None) -> None:
+    """Check every field of ``config`` before a run starts; ``ValueError`` names the field, its
+    type and the allowed values.
+
+    Checks: each value has its field's type; ``seed`` is a non-negative int; ``device`` reads
+    auto, cpu, cuda or cuda:N; the class's ``LIMITS`` (``{field: (low, high)}``, inclusive,
+    ``None`` for open) hold; and the rules :func:`inferred_limits` reads off ``presets``.
+    """
+    cls = type(config)
+    types_ = field_types(cls)
+    for name, tp in types_.items():
+        value = getattr(config, name)
+        if not _check_type(value, tp):
+            raise ValueError(f"field {name!r} must be of type {type_name(tp)}, got {value!r}")
+    if getattr(config, "seed", 0) < 0:
+        raise ValueError(f"field 'seed' must be a non-negative int, got {config.seed}")
+    device = getattr(config, "device", "auto")
+    if not _DEVICE.match(str(device)):
+        raise ValueError(f"field 'device' must be auto, cpu, cuda or cuda:N (N an integer), "
+                         f"got {device!r}")
+    limits = dict(getattr(cls, "LIMITS", {}) or {})
+    for name, (low, high) in limits.items():
+        numbers = _numbers(getattr(config, name))
+        if numbers is None:
+            continue
+        for x in numbers:
+            if (low is not None and x < low) or (high is not None and x > high):
+                span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+                raise ValueError(f"field {name!r} ({type_name(types_[name])}) must lie in {span}, "
+                                 f"got {getattr(config, name)!r}")
+    for name, rules in inferred_limits(cls, presets or {}).items():
+        if name in limits:
+            continue
+        value, tp = getattr(config, name), type_name(types_[name])
+        if "non-empty" in rules and isinstance(value, tuple | list) and not value:
+            raise ValueError(f"field {name!r} ({tp}) must not be empty")
+        numbers = _numbers(value)
+        if numbers is None:
+            continue
+        if "positive" in rules and any(x <= 0 for x in numbers):
+            raise ValueError(f"field {name!r} ({tp}) must be > 0, got {value!r}")
+        if "non-negative" in rules and any(x < 0 for x in numbers):
+            raise ValueError(f"field {name!r} ({tp}) must be >= 0, got {value!r}")
+
+
 def describe(config: Any) -> list[tuple[str, str, Any, str]]:
     """Rows ``(name, type, value, help)`` for every field of a config, for ``--help`` listings."""
     docs = field_docs(type(config))

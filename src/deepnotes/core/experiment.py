@@ -13,6 +13,14 @@ body in :func:`start_run`, which creates ``<out>/<slug>/<run-id>/`` and writes, 
 
 A run never overwrites an earlier one. Ctrl-C marks the run ``interrupted`` and keeps what was
 written; an exception marks it ``failed`` and logs the traceback; both are re-raised.
+
+Resume: inside :func:`resume_from` (``deepnotes run SLUG --resume RUN_DIR``) the next run reopens
+``RUN_DIR`` instead of creating a directory; ``run.resuming`` is true and the training loops
+given ``fit(..., **run.fit_checkpoint(...))`` continue from their checkpoints under
+``run.checkpoint_dir`` (removed when the run completes). Data parallel: under
+``torch.distributed`` (``RANK``/``WORLD_SIZE`` set by ``deepnotes run --nproc N`` or
+``torchrun``), only rank 0 writes the run directory; the other ranks write to a temporary
+directory that is removed when the run closes, and print nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -79,6 +89,32 @@ class Result:
 
 
 ConfigT = TypeVar("ConfigT", bound=ExperimentConfig)
+
+_RESUME_DIR: Path | None = None
+
+
+@contextlib.contextmanager
+def resume_from(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Runs started inside this block continue ``run_dir`` (see the module docstring)."""
+    global _RESUME_DIR
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.json'} does not exist: {run_dir} is not a "
+                                "run directory")
+    previous, _RESUME_DIR = _RESUME_DIR, run_dir
+    try:
+        yield run_dir
+    finally:
+        _RESUME_DIR = previous
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` from the environment torchrun (or ``--nproc``) sets;
+    ``(0, 0, 1)`` in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
 def make_presets(**presets: ConfigT) -> dict[str, ConfigT]:
@@ -140,24 +176,59 @@ class Run:
         self.config = config
         self.headline = getattr(module, "HEADLINE", None)
         self.peer = getattr(module, "PEER", None)
+        self.rank, self.local_rank, self.world_size = distributed_env()
+        self.resume_dir = _RESUME_DIR
         root = Path(config.out) if config.out else paths.runs_dir()
-        self.run_dir = self._new_run_dir(root / slug, config)
         self.metrics: dict[str, float] = {}
         self.figures: list[Path] = []
+        if self.rank != 0:  # rank 0 alone writes the run directory
+            self.run_dir = Path(tempfile.mkdtemp(prefix=f"deepnotes-{slug}-rank{self.rank}-"))
+        elif self.resume_dir is not None:
+            self.run_dir = self.resume_dir
+            self._reopen(slug)
+        else:
+            self.run_dir = self._new_run_dir(root / slug, config)
         self.status = "running"
         self.started_at = _dt.datetime.now().astimezone()
         self._t0 = time.perf_counter()
         self._log = open(self.run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
         self.rng = seed_everything(config.seed)
         self._device = None
-        command = reproduce_command(slug, config, getattr(module, "PRESETS", None))
-        (self.run_dir / "command.txt").write_text(command + "\n", encoding="utf-8")
-        from deepnotes.core.bench import machine_info
+        self._fit_calls = 0
+        if self.resume_dir is None or self.rank != 0:
+            command = reproduce_command(slug, config, getattr(module, "PRESETS", None))
+            (self.run_dir / "command.txt").write_text(command + "\n", encoding="utf-8")
+            from deepnotes.core.bench import machine_info
 
-        _write_json(self.run_dir / "config.json", {
-            "slug": slug, "config": config, "command": command, "environment": machine_info(),
-        })
+            _write_json(self.run_dir / "config.json", {
+                "slug": slug, "config": config, "command": command, "environment": machine_info(),
+            })
         self._write_metrics()
+
+    def _reopen(self, slug: str) -> None:
+        """Continue the run in ``self.run_dir``: keep its metrics and figures so far."""
+        path = self.run_dir / "metrics.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot resume: {path} is missing or unreadable ({exc})") from None
+        if meta.get("slug") != slug:
+            raise ValueError(f"cannot resume: {self.run_dir} is a run of {meta.get('slug')!r}, "
+                             f"not {slug!r}")
+        self.metrics = {k: float(v) for k, v in meta.get("metrics", {}).items()}
+        self.figures = [self.run_dir / name for name in meta.get("figures", [])
+                        if (self.run_dir / name).is_file()]
+
+    @property
+    def resuming(self) -> bool:
+        """True when this run continues an interrupted one (``--resume``)."""
+        return self.resume_dir is not None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """``<run_dir>/checkpoints``, for ``fit(checkpoint_dir=...)``; on ranks other than 0
+        under data parallel, the resumed run's folder (read only: rank 0 alone writes)."""
+        return (self.resume_dir or self.run_dir) / "checkpoints"
 
     @staticmethod
     def _new_run_dir(topic_dir: Path, config: ExperimentConfig) -> Path:
@@ -173,13 +244,34 @@ class Run:
                 continue
         raise RuntimeError(f"could not create a new run directory under {topic_dir}")
 
+    def fit_checkpoint(self, *generators: Any, every: int | None = None) -> dict[str, Any]:
+        """Keyword arguments that make one ``fit`` loop of this run checkpoint and resume:
+        ``fit(..., **run.fit_checkpoint(gen, every=100))``.
+
+        Loops are named in call order (``fit-1``, ``fit-2``, ...). A resumed run executes the
+        experiment from the top again: a loop that had finished restores its final state at
+        once, the interrupted one continues from its last checkpoint, later ones start fresh.
+        ``run.rng`` is always saved and restored with the loop; pass every other generator its
+        batches or loss draw from (torch's and NumPy's global generators are always included).
+        Checkpoints are written every ``every`` steps, at the end and on Ctrl-C.
+        """
+        self._fit_calls += 1
+        return {"checkpoint_dir": self.checkpoint_dir, "checkpoint_name": f"fit-{self._fit_calls}",
+                "checkpoint_every": every, "resume": self.resuming,
+                "generators": [self.rng, *generators]}
+
     @property
     def device(self):
         """``torch.device`` chosen from ``config.device`` (imports torch on first use)."""
         if self._device is None:
             from deepnotes.core.device import resolve_device
 
-            self._device = resolve_device(self.config.device)
+            device = resolve_device(self.config.device)
+            if device.type == "cuda" and device.index is None and self.world_size > 1:
+                import torch
+
+                device = torch.device("cuda", self.local_rank)  # one GPU per rank
+            self._device = device
         return self._device
 
     @property
@@ -189,7 +281,8 @@ class Run:
     def log(self, message: str) -> None:
         """Print ``message`` and append it to ``log.txt`` with the elapsed time."""
         line = f"[{self.wall_time_s:8.2f}s] {message}"
-        print(line, file=sys.stderr, flush=True)
+        if self.rank == 0:
+            print(line, file=sys.stderr, flush=True)
         self._log.write(line + "\n")
         self._log.flush()
 
@@ -208,15 +301,21 @@ class Run:
         if not name or "/" in name or name.endswith(".png"):
             raise ValueError(f"figure name must be a bare name without extension, got {name!r}")
         path = self.run_dir / f"{name}.png"
-        save_figure(fig, path)
+        if self.rank == 0:
+            save_figure(fig, path)
+        else:  # rank 0 alone writes; another rank's figure is the same, so skip rendering it
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
         if path not in self.figures:
             self.figures.append(path)
         return path
 
     def track(self, iterable: Iterable[T], description: str = "",
               total: int | None = None) -> Iterator[T]:
-        """Iterate with a progress bar."""
-        return track(iterable, description=description or self.slug, total=total)
+        """Iterate with a progress bar (none on ranks other than 0)."""
+        return track(iterable, description=description or self.slug, total=total,
+                     disable=self.rank != 0)
 
     def _write_metrics(self) -> None:
         _write_json(self.run_dir / "metrics.json", {
@@ -234,10 +333,14 @@ class Run:
         })
 
     def close(self, status: str) -> None:
+        if status == "completed" and self.rank == 0:  # nothing left to resume
+            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
         self.status = status
         self._write_metrics()
         self.log(f"{status} in {self.wall_time_s:.1f} s -> {self.run_dir}")
         self._log.close()
+        if self.rank != 0:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property
     def result(self) -> Result:
@@ -252,7 +355,9 @@ def start_run(module_name: str, config: ExperimentConfig) -> Iterator[Run]:
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     slug = slug_of(module_name)
     run = Run(slug, config, sys.modules.get(module_name))
-    run.log(f"{slug}: preset={config.preset} seed={config.seed} -> {run.run_dir}")
+    how = "resumed" if run.resuming else f"preset={config.preset} seed={config.seed}"
+    ranks = f" ({run.world_size} ranks)" if run.world_size > 1 else ""
+    run.log(f"{slug}: {how}{ranks} -> {run.run_dir}")
     try:
         yield run
     except KeyboardInterrupt:

@@ -75,6 +75,9 @@ class Records:
     figures: set[str] = field(default_factory=set)
     bench_dir: Path | None = None
     run_label: str = "the topic's run"
+    missing_records_ok: bool = False
+    """A benchmark record that does not exist shows a placeholder (``deepnotes show`` of an
+    installed package, away from the repository's ``benchmarks/results``)."""
     lenient: bool = False
     """The run is not a ``full`` one (a smoke or quick run shown before any full run exists): the
     post was written against the full run's names, so a name this run lacks shows a placeholder
@@ -86,6 +89,8 @@ class Records:
             if self.bench_dir is None:
                 raise ReferenceError(f"{self.slug}: no benchmark folder to read {name!r} from")
             path = Path(self.bench_dir) / f"{name}.json"
+            if not path.is_file() and self.missing_records_ok:
+                raise _Placeholder
             if not path.is_file():
                 known = sorted(p.stem for p in Path(self.bench_dir).glob("*.json"))
                 raise ReferenceError(f"{self.slug}: no benchmark record {path}"
@@ -291,7 +296,10 @@ def resolve(text: str, records: Records, *,
                 return NO_RUN
         if kind == "bench":
             expr, fmt = _split_format(arg)
-            return format_number(bench_value(records, expr), fmt)
+            try:
+                return format_number(bench_value(records, expr), fmt)
+            except _Placeholder:
+                return NO_RUN
         if kind == "figure":
             return render_figure(figures[_split_format(arg)[0]])
         if kind == "figref":

@@ -6,6 +6,7 @@ Run directories live in ``runs/<slug>/<run-id>/`` (made by experiments) and the 
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import shutil
 from pathlib import Path
@@ -62,10 +63,55 @@ def find_latest_run(slug: str, roots: list[Path] | None = None) -> Path | None:
     return runs[0][0] if runs else None
 
 
-def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = None) -> Path:
+def publish_problems(slug: str, run_dir: Path) -> list[str]:
+    """Why ``run_dir`` should not be published as ``slug``'s record (empty when it may be).
+
+    A publishable run is the topic's own, completed, of the ``full`` preset, with the full
+    preset's settings (only ``seed``, ``device`` and ``out`` may differ).
+    """
+    import dataclasses
+    import importlib
+
+    from deepnotes.core.registry import module_of
+
+    run_dir = Path(run_dir)
+    meta = read_metrics(run_dir)
+    problems = []
+    if meta.get("preset") != "full":
+        problems.append(f"it is a {meta.get('preset')!r} run, not a full one")
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return problems + ["it has no config.json, so its settings cannot be checked"]
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")).get("config") or {}
+    except json.JSONDecodeError as exc:
+        return problems + [f"its config.json is not valid JSON ({exc})"]
+    try:
+        module = importlib.import_module(module_of(slug))
+    except ModuleNotFoundError:
+        return problems  # no experiment module: nothing to compare the settings with
+    full = dataclasses.asdict(module.PRESETS["full"])
+    changed = {k: v for k, v in config.items()
+               if k not in ("seed", "device", "out", "preset") and k in full
+               and _jsonish(full[k]) != _jsonish(v)}
+    if changed:
+        shown = ", ".join(f"{k}={v!r} (full: {full[k]!r})" for k, v in sorted(changed.items()))
+        problems.append(f"its settings differ from the full preset: {shown}")
+    return problems
+
+
+def _jsonish(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = None, *,
+            force: bool = False) -> Path:
     """Copy a completed ``full`` run (default: newest in ``runs/<slug>``) to ``results/<slug>/``.
 
-    ``results/`` is tracked by git, so replacing its previous content loses nothing.
+    The run must be ``slug``'s own and completed. It must also pass :func:`publish_problems`
+    (the full preset, its settings unchanged) unless ``force``; a forced record says so in its
+    ``published.json``. ``results/`` is tracked by git, so replacing its previous content loses
+    nothing.
     """
     if run_dir is None:
         runs = list_runs(slug, [paths.runs_dir()])
@@ -81,6 +127,13 @@ def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = Non
     if meta.get("status") != "completed":
         raise ValueError(f"{run_dir} has status {meta.get('status')!r}; "
                          "only completed runs are published")
+    if meta.get("slug", slug) != slug:
+        raise ValueError(f"{run_dir} is a run of {meta.get('slug')!r}, not of {slug!r}")
+    problems = publish_problems(slug, run_dir)
+    if problems and not force:
+        raise ValueError(f"{run_dir} is not published: {'; '.join(problems)}. Publish the "
+                         f"topic's own full run (`deepnotes run {slug} --preset full`), or pass "
+                         "--force to publish it anyway (the record will say so)")
     dest = (dest_root or paths.results_dir()) / slug
     staging = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -90,6 +143,11 @@ def publish(slug: str, run_dir: Path | None = None, dest_root: Path | None = Non
             shutil.copy2(run_dir / name, staging / name)
     for png in run_dir.glob("*.png"):
         shutil.copy2(png, staging / png.name)
+    (staging / "published.json").write_text(json.dumps({
+        "run_id": meta.get("run_id", run_dir.name), "forced": bool(problems),
+        "problems": problems,
+        "published_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return dest

@@ -22,6 +22,7 @@ from deepnotes.diffusion.networks import MLPBackbone
 from deepnotes.diffusion.parameterizations import prediction_loss
 from deepnotes.diffusion.processes import NoiseProcess
 from deepnotes.diffusion.rectified_flow import rectified_flow_loss
+from deepnotes.nn import training
 
 #: Training times for ε-prediction start here: at t = 0 the noise is not identifiable from x_t
 #: and its regression target is pure variance (Song et al. 2021 train on [1e-5, 1]).
@@ -56,22 +57,28 @@ class TimeMLP(nn.Module):
         return self.net(x, t.to(x).reshape(-1))
 
 
-def fit(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], steps: int, lr: float,
-        run, desc: str) -> list[float]:
-    """Adam with a cosine learning-rate schedule; ``loss_of_step(i)`` builds step i's loss."""
+def fit_batches(model: nn.Module, loss_fn, batches, steps: int, lr: float, run,
+                desc: str) -> list[float]:
+    """Adam with a cosine learning-rate schedule through :func:`deepnotes.nn.training.fit`
+    (``loss_fn(model, batch)``, ``batches(step)``; under ``--nproc`` each rank gets its slice
+    of the batch). The draws come from ``run.rng`` and torch's global generator, so the loop is
+    checkpointed in the run (``--resume``). Returns the loss per step."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    losses = []
-    model.train()
-    for step in run.track(range(steps), desc):
-        loss = loss_of_step(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    resumable = run.fit_checkpoint(every=max(1, steps // 10)) if hasattr(
+        run, "fit_checkpoint") else {}
+    result = training.fit(model, loss_fn, batches, opt, steps, scheduler=sched,
+                          progress=run.track, description=desc, **resumable)
     model.eval()
-    return losses
+    return result.history["loss"]
+
+
+def fit(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], steps: int, lr: float,
+        run, desc: str) -> list[float]:
+    """:func:`fit_batches` where ``loss_of_step(i)`` builds step i's loss, drawing its own
+    batch (so every rank computes the whole batch under ``--nproc``)."""
+    return fit_batches(model, lambda _model, step: loss_of_step(step), lambda step: step,
+                       steps, lr, run, desc)
 
 
 def train_eps_model(draw, process: NoiseProcess, steps: int, batch: int, lr: float, hidden: int,
@@ -79,22 +86,24 @@ def train_eps_model(draw, process: NoiseProcess, steps: int, batch: int, lr: flo
     """ε-prediction on ``process`` (Ho et al. 2020 Eq. 14 in continuous time; t ~ U[T_EPS, 1])."""
     model = TimeMLP(hidden)
 
-    def loss(_):
+    def batches(_):
         t = T_EPS + (1 - T_EPS) * torch.rand(batch)
-        return prediction_loss(model, process, draw(batch), "eps", t=t)
+        return draw(batch), t
 
-    return model, fit(model, loss, steps, lr, run, desc)
+    def loss_fn(m, xt):
+        return prediction_loss(m, process, xt[0], "eps", t=xt[1])
+
+    return model, fit_batches(model, loss_fn, batches, steps, lr, run, desc)
 
 
 def train_velocity(model: TimeMLP, pairs: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
                    steps: int, batch: int, lr: float, run, desc: str) -> list[float]:
     """Flow matching on couplings ``pairs(n) -> (x_0, ε)`` (independent: 1-RF; reflow: 2-RF)."""
 
-    def loss(_):
-        x0, noise = pairs(batch)
-        return rectified_flow_loss(model, x0, noise)
+    def loss_fn(m, pair):
+        return rectified_flow_loss(m, *pair)
 
-    return fit(model, loss, steps, lr, run, desc)
+    return fit_batches(model, loss_fn, lambda _: pairs(batch), steps, lr, run, desc)
 
 
 def sw(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:

@@ -5,43 +5,45 @@ Not a topic: the registry skips modules whose name starts with an underscore.
 
 Trained networks are cached under ``<runs root>/_cache/diffusion-digits/<name>-<key>.pt``, with
 ``key`` a hash of the training spec, so the EDM model behind the edm post is trained once and
-reused by classifier guidance and the benchmark (``run.log`` says whether a cache was hit).
+reused by classifier guidance and the benchmark (``run.log`` says whether a cache was hit); see
+:mod:`deepnotes.experiments._digits_cache`, which also checkpoints an unfinished training.
+Every loop runs through :func:`deepnotes.nn.training.fit`. The FID feature network, its
+evaluator and the classifiers live in :mod:`deepnotes.nn.digits_models`; their names are
+re-exported here for the modules that still import them from this one.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
-import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from deepnotes.core import paths
 from deepnotes.data import N_LEVELS, load_digits
 from deepnotes.diffusion import samplers as S
 from deepnotes.diffusion.likelihood import bits_per_dim, ode_log_likelihood
-from deepnotes.diffusion.metrics import frechet_distance, gaussian_moments
-from deepnotes.diffusion.parameterizations import EDMPrecond, edm_loss, sample_lognormal_sigma
+from deepnotes.diffusion.parameterizations import EDMPrecond, edm_loss
 from deepnotes.diffusion.processes import DiscreteVP
 from deepnotes.diffusion.schedules import append_zero, karras_sigmas, vp_sigmas
-from deepnotes.diffusion.unet import NoisyClassifier, UNet
+from deepnotes.diffusion.unet import UNet
+from deepnotes.experiments import _digits_cache
+from deepnotes.nn.digits_models import (  # noqa: F401  (re-exported: the old import names)
+    N_CLASSES,
+    ClassifierSpec,
+    DigitsFID,
+    FeatureNet,
+    build_classifier,
+    digits,
+    train_digits_classifier,
+)
+from deepnotes.nn.training import fit
 
-N_CLASSES = 10
-CACHE_VERSION = 1  # bump when training code changes, so stale networks are not reused
-
-
-def digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 8×8 digits as (n, 1, 8, 8) float32 in [-1, 1] and (n,) int64 labels."""
-    x, y = load_digits(split, "float")
-    return torch.from_numpy(2 * x - 1)[:, None], torch.from_numpy(y)
+# bump when training code changes, so stale networks are not reused. The port of the loops to
+# fit left every trained network bit-identical, so the caches stay valid.
+CACHE_VERSION = 1
 
 
 def dequantized_digits(split: str, rng: np.random.Generator) -> torch.Tensor:
@@ -73,15 +75,11 @@ def ode_bits_per_dim(model, y: torch.Tensor, sigma_min: float, sigma_max: float,
 
 def cache_dir(out: str | None) -> Path:
     """``<out or runs/>/_cache/diffusion-digits`` (created)."""
-    root = Path(out) if out else paths.runs_dir()
-    path = root / "_cache" / "diffusion-digits"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _digits_cache.cache_dir(out, "diffusion-digits")
 
 
 def _key(spec) -> str:
-    text = json.dumps({"v": CACHE_VERSION, **dataclasses.asdict(spec)}, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return _digits_cache.spec_key(spec, CACHE_VERSION)
 
 
 @dataclass(frozen=True)
@@ -99,52 +97,6 @@ class DenoiserSpec:
     p_std: float = 1.2
     ema: float = 0.999
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class ClassifierSpec:
-    """A digits classifier: clean (the FID feature net) or noise-conditional (guidance)."""
-
-    noisy: bool = False
-    channels: int = 16
-    n_steps: int = 800
-    batch_size: int = 128
-    lr: float = 2e-3
-    p_mean: float = -1.2
-    p_std: float = 1.6
-    seed: int = 0
-
-
-class FeatureNet(nn.Module):
-    """Small CNN for 8×8 digits; :meth:`features` is the 32-d penultimate layer used by FID."""
-
-    def __init__(self, channels: int = 16, n_features: int = 32):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.SiLU(),  # 4×4
-            nn.Flatten(), nn.Linear(2 * channels * 16, n_features), nn.SiLU())
-        self.head = nn.Linear(n_features, N_CLASSES)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def _load_or_train(path: Path, module: nn.Module, train: Callable[[], dict], log) -> dict:
-    if path.is_file():
-        blob = torch.load(path, weights_only=True)
-        module.load_state_dict(blob["state"])
-        log(f"loaded cached {path.name}")
-        return json.loads(blob["meta"])
-    meta = train()
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state": module.state_dict(), "meta": json.dumps(meta)}, tmp)
-    tmp.replace(path)
-    log(f"trained and cached {path.name}")
-    return meta
 
 
 @dataclass(frozen=True)
@@ -168,21 +120,29 @@ def _batches(x, y, batch_size, gen):
     return x[idx], y[idx]
 
 
-def _edm_step(model, ema, opt, loss, step: int, n_steps: int, spec) -> float:
-    """One Adam step on ``loss`` and the EMA update; returns the loss."""
-    # the last 10 % of steps anneal the learning rate, which sharpens the EMA weights
-    frac = max(0.0, (step / max(n_steps, 1) - 0.9) / 0.1)
-    for g in opt.param_groups:
-        g["lr"] = spec.lr * (1 - 0.9 * frac)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    # EMA warm-up (shorter runs would otherwise average in the untrained start)
-    decay = min(spec.ema, (1 + step) / (10 + step))
-    with torch.no_grad():
-        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-            pe.lerp_(p, 1 - decay)
-    return loss.item()
+def _anneal(n_steps: int):
+    """LR factor of step ``k``: the last 10 % of steps anneal the learning rate to 0.1×, which
+    sharpens the EMA weights."""
+
+    def factor(step: int) -> float:
+        frac = max(0.0, (step / max(n_steps, 1) - 0.9) / 0.1)
+        return 1 - 0.9 * frac
+
+    return factor
+
+
+def _fit_edm(model, loss_fn, batches, n_steps: int, spec, track, description: str, ckpt: Path,
+             generators) -> list[float]:
+    """Adam with the :func:`_anneal` schedule and the warmed-up EMA (copied into ``model`` at
+    the end); checkpointed under ``ckpt``. Returns the loss per step."""
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal(n_steps))
+    result = fit(model, loss_fn, batches, opt, n_steps, scheduler=sched, ema_decay=spec.ema,
+                 ema_warmup=True, progress=track, description=description,
+                 checkpoint_dir=ckpt, checkpoint_every=_digits_cache.CHECKPOINT_EVERY,
+                 resume=True, generators=generators)
+    result.ema.copy_to(model)
+    return result.history["loss"]
 
 
 def train_denoiser(spec: DenoiserSpec, out: str | None, log, track) -> tuple[EDMPrecond, dict]:
@@ -195,25 +155,52 @@ def train_denoiser(spec: DenoiserSpec, out: str | None, log, track) -> tuple[EDM
     sigma_data = float(x.std())
     net = UNet(1, spec.channels, spec.channel_mult, N_CLASSES, spec.emb_dim)
     model = EDMPrecond(net, sigma_data)
-    ema = copy.deepcopy(model).requires_grad_(False)
 
-    def train() -> dict:
+    def train(ckpt: Path) -> dict:
         torch.manual_seed(spec.seed)
         gen = torch.Generator().manual_seed(spec.seed)
-        opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-        losses = []
-        for step in track(range(spec.n_steps), "train EDM U-Net"):
+
+        def batches(step):
             xb, yb = _batches(x, y, spec.batch_size, gen)
             drop = torch.rand(yb.shape, generator=gen) < spec.p_uncond
-            yb = torch.where(drop, torch.full_like(yb, net.null_label), yb)
-            loss = edm_loss(model, xb, spec.p_mean, spec.p_std, gen, class_labels=yb)
-            losses.append(_edm_step(model, ema, opt, loss, step, spec.n_steps, spec))
-        model.load_state_dict(ema.state_dict())
+            return xb, torch.where(drop, torch.full_like(yb, net.null_label), yb)
+
+        def loss_fn(m, batch):
+            xb, yb = batch
+            return edm_loss(m, xb, spec.p_mean, spec.p_std, gen, class_labels=yb)
+
+        losses = _fit_edm(model, loss_fn, batches, spec.n_steps, spec, track,
+                          "train EDM U-Net", ckpt, [gen])
         return {"sigma_data": sigma_data, "losses": losses}
 
-    meta = _load_or_train(cache_dir(out) / f"edm-unet-{_key(spec)}.pt", model, train, log)
+    meta = _digits_cache.load_or_train(cache_dir(out) / f"edm-unet-{_key(spec)}.pt", model,
+                                       train, log)
     model.sigma_data = meta["sigma_data"]
     return model.eval().requires_grad_(False), meta
+
+
+class _DequantEpochs:
+    """``step -> batch`` of :func:`train_dequantized_denoiser`: at each epoch's first step,
+    fresh dequantisation noise for the whole train split and a new order; the last incomplete
+    batch is dropped. The epoch's data are its state, so a checkpoint resumes mid-epoch."""
+
+    def __init__(self, n: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator):
+        self.n, self.batch_size, self.rng, self.gen = n, batch_size, rng, gen
+        self.per_epoch = n // batch_size
+        self.x = self.order = None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        b = step % self.per_epoch
+        if b == 0:
+            self.x = dequantized_digits("train", self.rng)
+            self.order = torch.randperm(self.n, generator=self.gen)
+        return self.x[self.order[b * self.batch_size:(b + 1) * self.batch_size]]
+
+    def state_dict(self) -> dict:
+        return {"x": self.x, "order": self.order}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.x, self.order = state["x"], state["order"]
 
 
 def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
@@ -229,28 +216,22 @@ def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
     sigma_data = float(dequantized_digits("train", rng).std())
     net = UNet(1, spec.channels, spec.channel_mult, 0, spec.emb_dim)
     model = EDMPrecond(net, sigma_data)
-    ema = copy.deepcopy(model).requires_grad_(False)
 
-    def train() -> dict:
+    def train(ckpt: Path) -> dict:
         torch.manual_seed(spec.seed)
         gen = torch.Generator().manual_seed(spec.seed)
-        opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
         n = load_digits("train")[0].shape[0]
-        per_epoch = n // spec.batch_size
-        n_steps = spec.epochs * per_epoch
-        losses: list[float] = []
-        x = order = None
-        for step in track(range(n_steps), "train EDM U-Net on dequantised digits"):
-            b = step % per_epoch
-            if b == 0:
-                x, order = dequantized_digits("train", rng), torch.randperm(n, generator=gen)
-            xb = x[order[b * spec.batch_size:(b + 1) * spec.batch_size]]
-            loss = edm_loss(model, xb, spec.p_mean, spec.p_std, gen)
-            losses.append(_edm_step(model, ema, opt, loss, step, n_steps, spec))
-        model.load_state_dict(ema.state_dict())
+        batches = _DequantEpochs(n, spec.batch_size, rng, gen)
+
+        def loss_fn(m, xb):
+            return edm_loss(m, xb, spec.p_mean, spec.p_std, gen)
+
+        losses = _fit_edm(model, loss_fn, batches, spec.epochs * batches.per_epoch, spec, track,
+                          "train EDM U-Net on dequantised digits", ckpt, [gen, rng])
         return {"sigma_data": sigma_data, "losses": losses}
 
-    meta = _load_or_train(cache_dir(out) / f"edm-dequant-{_key(spec)}.pt", model, train, log)
+    meta = _digits_cache.load_or_train(cache_dir(out) / f"edm-dequant-{_key(spec)}.pt", model,
+                                       train, log)
     model.sigma_data = meta["sigma_data"]
     return model.eval().requires_grad_(False), meta
 
@@ -258,67 +239,23 @@ def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
 def train_classifier(spec: ClassifierSpec, sigma_data: float, out: str | None, log,
                      track) -> tuple[nn.Module, dict]:
     """A :class:`FeatureNet` (``noisy=False``) or a :class:`NoisyClassifier` trained on
-    ``x_0 + σε`` with ``ln σ ~ N(p_mean, p_std²)``; meta holds the clean test accuracy."""
-    x, y = digits("train")
-    xt, yt = digits("test")
-    if spec.noisy:
-        model: nn.Module = NoisyClassifier(N_CLASSES, 1, spec.channels, (1, 2), 32, sigma_data)
-    else:
-        model = FeatureNet(spec.channels)
+    ``x_0 + σε`` with ``ln σ ~ N(p_mean, p_std²)`` (:func:`train_digits_classifier`), cached;
+    meta holds the clean test accuracy.
 
-    def logits(xb, sigma):
-        return model(xb, sigma) if spec.noisy else model(xb)
+    The network is initialised from torch's global generator as it stands at the call (as
+    before the move to the library), so cached networks stay valid."""
+    model = build_classifier(spec, sigma_data)
 
-    def train() -> dict:
-        torch.manual_seed(spec.seed)
-        gen = torch.Generator().manual_seed(spec.seed + 1)
-        opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-        name = "noise-conditional classifier" if spec.noisy else "FID feature classifier"
-        for _ in track(range(spec.n_steps), f"train {name}"):
-            xb, yb = _batches(x, y, spec.batch_size, gen)
-            if spec.noisy:
-                sigma = sample_lognormal_sigma(xb.shape[0], spec.p_mean, spec.p_std, gen)
-                xb = xb + sigma[:, None, None, None] * torch.randn(xb.shape, generator=gen)
-            else:
-                # small pixel noise: samples are not exactly on the data's 17 grey levels
-                sigma = torch.zeros(xb.shape[0])
-                xb = xb + 0.05 * torch.randn(xb.shape, generator=gen)
-            loss = F.cross_entropy(logits(xb, sigma), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            acc = float((logits(xt, torch.full((xt.shape[0],), 1e-3)).argmax(1) == yt)
-                        .float().mean())
-        return {"test_accuracy": acc}
+    def train(ckpt: Path) -> dict:
+        _, meta = train_digits_classifier(
+            spec, sigma_data, model, progress=track, checkpoint_dir=ckpt,
+            checkpoint_every=_digits_cache.CHECKPOINT_EVERY, resume=True)
+        return meta
 
     prefix = "noisy-clf" if spec.noisy else "fid-clf"
-    meta = _load_or_train(cache_dir(out) / f"{prefix}-{_key(spec)}.pt", model, train, log)
+    meta = _digits_cache.load_or_train(cache_dir(out) / f"{prefix}-{_key(spec)}.pt", model,
+                                       train, log)
     return model.eval().requires_grad_(False), meta
-
-
-class DigitsFID:
-    """Fréchet distance of classifier features against the digits train split, and accuracy.
-
-    ``fid(x)`` (n, 1, 8, 8) compares the Gaussian moments of ``features(x)`` with those of the
-    train split (1347 images); ``accuracy(x, y)`` is the classifier's agreement with ``y``.
-    """
-
-    def __init__(self, net: FeatureNet):
-        self.net = net
-        ref, _ = digits("train")
-        self.ref = gaussian_moments(self._features(ref))
-
-    @torch.no_grad()
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x.float().clamp(-1, 1))
-
-    def fid(self, x: torch.Tensor) -> float:
-        return frechet_distance(*gaussian_moments(self._features(x)), *self.ref)
-
-    @torch.no_grad()
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((self.net(x.float().clamp(-1, 1)).argmax(1) == y).float().mean())
 
 
 # ---------------------------------------------------------------------------- samplers --

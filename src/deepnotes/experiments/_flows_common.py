@@ -14,29 +14,28 @@ import torch
 from deepnotes.core.plotting import PALETTE
 from deepnotes.data import N_LEVELS, load_digits
 from deepnotes.generative.flows import Flow
+from deepnotes.nn.training import fit
 
 
 def train_flow(model: Flow, batches: Callable[[int], torch.Tensor], steps: int, lr: float,
-               run, desc: str) -> list[float]:
-    """Maximum likelihood with Adam and a cosine schedule; returns the loss (nats) per step.
+               run, desc: str, checkpoint: bool = True) -> list[float]:
+    """Maximum likelihood with Adam and a cosine schedule (:func:`deepnotes.nn.training.fit`);
+    returns the loss (nats) per step.
 
-    ``batches(step)`` returns the training batch of that step, shape (B, dim).
+    ``batches(step)`` returns the training batch of that step, shape (B, dim), drawn from
+    ``run.rng`` (or torch's global generator). With ``checkpoint`` the loop is checkpointed in
+    the run (``--resume``); pass False when ``batches`` keeps state of its own.
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    losses = []
-    model.train()
-    for step in run.track(range(steps), desc):
-        loss = -model.log_prob(batches(step)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # a rare huge gradient (a point deep in a tail) should not undo the fit
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    resumable = (run.fit_checkpoint(every=max(1, steps // 10))
+                 if checkpoint and hasattr(run, "fit_checkpoint") else {})
+    # clipping: a rare huge gradient (a point deep in a tail) should not undo the fit
+    result = fit(model, lambda m, xb: -m.log_prob(xb).mean(), batches, opt, steps,
+                 scheduler=sched, clip_grad_norm=100.0, progress=run.track, description=desc,
+                 **resumable)
     model.eval()
-    return losses
+    return result.history["loss"]
 
 
 def evaluate_toy(model: Flow, toy, x_test: np.ndarray) -> dict[str, float]:
@@ -149,7 +148,8 @@ def fit_digits(model: Flow, cfg, run, name: str) -> dict:
 
     t0 = time.perf_counter()
     steps = cfg.digits_epochs * per_epoch
-    train_flow(model, batches, steps, cfg.digits_lr, run, f"{name} on digits")
+    # not checkpointed: ``batches`` holds the epoch's data and evaluates the curve
+    train_flow(model, batches, steps, cfg.digits_lr, run, f"{name} on digits", checkpoint=False)
     step_ms = 1e3 * (time.perf_counter() - t0) / max(steps, 1)
     test_bpd = float(np.mean([digits_bits_per_dim(model, x) for x in x_test]))
     curve.append((cfg.digits_epochs, test_bpd))

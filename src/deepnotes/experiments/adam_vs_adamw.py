@@ -26,6 +26,7 @@ from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, st
 from deepnotes.core.plotting import PALETTE, new_figure
 from deepnotes.data import N_CLASSES, load_digits
 from deepnotes.nn.optim import Adam, AdamW
+from deepnotes.nn.training import fit
 
 METHODS = {"adam_l2": Adam, "adamw": AdamW}
 LABELS = {"adam_l2": "Adam + L2 (Eq. 6)", "adamw": "AdamW, decoupled (Eq. 7)"}
@@ -96,6 +97,18 @@ class GridMLP:
         return torch.baddbmm(b2, h, w2)  # (G, B, d_out)
 
 
+class _Cells(torch.nn.Module):
+    """A :class:`GridMLP` as an ``nn.Module`` (the same Parameter objects), for ``fit``."""
+
+    def __init__(self, grid: GridMLP):
+        super().__init__()
+        self.grid = grid
+        self.cells = torch.nn.ParameterList(grid.params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.grid(x)
+
+
 def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * step / total))
 
@@ -139,32 +152,42 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
     seed_of_cell = torch.arange(n_m * n_s).repeat_interleave(per_seed) % n_s  # (G,)
     losses = np.zeros((n_cells, cfg.epochs))
     accs = np.zeros((n_cells, cfg.epochs))
-    step = 0
-    for epoch in run.track(range(cfg.epochs), "adam vs adamw grid"):
-        # One batch order per seed, shared by both methods and all lr/wd cells of that seed.
-        orders = torch.from_numpy(np.stack([run.rng.permutation(len(y_tr)) for _ in range(n_s)]))
-        epoch_loss = torch.zeros(n_cells)
-        for b in range(n_batches):
-            idx = orders[:, b * cfg.batch_size:(b + 1) * cfg.batch_size][seed_of_cell]  # (G, B)
-            logits = net(x_tr[idx])  # (G, B, 10)
-            loss = F.cross_entropy(logits.reshape(-1, N_CLASSES), y_tr[idx].reshape(-1),
-                                   reduction="none").view(n_cells, -1).mean(1)  # (G,)
-            for opt in optims:
-                opt.zero_grad()
-            loss.sum().backward()  # cells share no parameters: each gets its own gradient
-            if cfg.cosine:
-                factor = _cosine(step, total_steps)
-                for opt in optims:
-                    for group in opt.param_groups:
-                        group["lr"] = group["initial_lr"] * factor
-            for opt in optims:
-                opt.step()
-            epoch_loss += loss.detach()
-            step += 1
-        losses[:, epoch] = (epoch_loss / n_batches).numpy()
+    orders = None
+    epoch_loss = torch.zeros(n_cells)
+
+    def batches(step):
+        nonlocal orders
+        b = step % n_batches
+        if b == 0:
+            # One batch order per seed, shared by both methods and all lr/wd cells of that seed.
+            orders = torch.from_numpy(np.stack([run.rng.permutation(len(y_tr))
+                                                for _ in range(n_s)]))
+        idx = orders[:, b * cfg.batch_size:(b + 1) * cfg.batch_size][seed_of_cell]  # (G, B)
+        return x_tr[idx], y_tr[idx]
+
+    def loss_fn(cells, batch):
+        xb, yb = batch
+        logits = cells(xb)  # (G, B, 10)
+        loss = F.cross_entropy(logits.reshape(-1, N_CLASSES), yb.reshape(-1),
+                               reduction="none").view(n_cells, -1).mean(1)  # (G,)
+        epoch_loss.add_(loss.detach())
+        return loss.sum()  # cells share no parameters: each gets its own gradient
+
+    def end_of_epoch(step, _metrics):
+        epoch, rest = divmod(step + 1, n_batches)
+        if rest:
+            return
+        losses[:, epoch - 1] = (epoch_loss / n_batches).numpy()
+        epoch_loss.zero_()
         with torch.no_grad():
             pred = net(x_te.expand(n_cells, -1, -1)).argmax(-1)  # (G, n_test)
-            accs[:, epoch] = (pred == y_te).double().mean(1).numpy()
+            accs[:, epoch - 1] = (pred == y_te).double().mean(1).numpy()
+
+    # the cosine factor multiplies each group's initial_lr (LambdaLR's base lr)
+    scheds = ([torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _cosine(k, total_steps))
+               for opt in optims] if cfg.cosine else None)
+    fit(_Cells(net), loss_fn, batches, optims, total_steps, scheduler=scheds,
+        progress=run.track, description="adam vs adamw grid", callback=end_of_epoch)
     shape = (n_m, n_s, n_lr, n_wd, cfg.epochs)
     return {"train_loss": losses.reshape(shape), "test_accuracy": accs.reshape(shape)}
 

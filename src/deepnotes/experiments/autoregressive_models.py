@@ -38,6 +38,7 @@ from deepnotes.experiments._flows_common import digits_mosaic, train_flow
 from deepnotes.generative.autoregressive import FVSBN, MADE, NADE, AutoregressiveModel
 from deepnotes.generative.basics import bernoulli_log_prob, fit_independent_bernoulli
 from deepnotes.generative.flows import NICE, Flow, Glow, RealNVP
+from deepnotes.nn.training import fit
 
 MODELS = ("fvsbn", "nade", "made", "made_oa")
 FLOWS = ("nice", "realnvp", "glow")
@@ -135,26 +136,34 @@ def train(model, x_train, x_val, cfg: Config, run, name: str) -> dict:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * per_epoch)
     order_agnostic = isinstance(model, MADE) and model.n_masks > 1
     curve, best, best_state = [], math.inf, None
-    t0 = time.perf_counter()
-    for epoch in run.track(range(1, cfg.epochs + 1), f"{LABELS[name]}"):
-        perm = torch.from_numpy(run.rng.permutation(n))
-        total = 0.0
-        for i in range(per_epoch):
-            xb = x_train[perm[i * cfg.batch:(i + 1) * cfg.batch]]
-            if order_agnostic:
-                # one mask set per mini-batch, as in Germain et al. (2015)
-                model.select_mask(int(run.rng.integers(model.n_masks)))
-            loss = -model.log_prob(xb).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+    perm, total = None, 0.0
+
+    def batches(step):  # a new permutation each epoch; the incomplete last batch is dropped
+        nonlocal perm
+        i = step % per_epoch
+        if i == 0:
+            perm = torch.from_numpy(run.rng.permutation(n))
+        if order_agnostic:
+            # one mask set per mini-batch, as in Germain et al. (2015)
+            model.select_mask(int(run.rng.integers(model.n_masks)))
+        return x_train[perm[i * cfg.batch:(i + 1) * cfg.batch]]
+
+    def end_of_epoch(step, metrics):
+        nonlocal total, best, best_state
+        total += metrics["loss"]
+        epoch, rest = divmod(step + 1, per_epoch)
+        if rest:
+            return
         val = nll_nats(model, x_val)
         curve.append((epoch, bits_per_dim(total / per_epoch, model.dim),
                       bits_per_dim(val, model.dim)))
+        total = 0.0
         if val < best:
             best, best_state = val, copy.deepcopy(model.state_dict())
+
+    t0 = time.perf_counter()
+    fit(model, lambda m, xb: -m.log_prob(xb).mean(), batches, opt, cfg.epochs * per_epoch,
+        scheduler=sched, progress=run.track, description=LABELS[name], callback=end_of_epoch)
     seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
     if order_agnostic:
@@ -217,7 +226,8 @@ def fit_flow(model: Flow, x_train, x_val, cfg: Config, run, name: str) -> dict:
 
     t0 = time.perf_counter()
     steps = cfg.flow_epochs * per_epoch
-    losses = train_flow(model, batches, steps, cfg.flow_lr, run, LABELS[name])
+    # not checkpointed: ``batches`` holds the epoch's data and runs the validation
+    losses = train_flow(model, batches, steps, cfg.flow_lr, run, LABELS[name], checkpoint=False)
     seconds = time.perf_counter() - t0
     end_epoch(cfg.flow_epochs)
     model.load_state_dict(best["state"])

@@ -34,6 +34,7 @@ from deepnotes.diffusion.gmm import GaussianMixture
 from deepnotes.diffusion.rectified_flow import straightness
 from deepnotes.experiments._flows_common import plot_density, plot_samples
 from deepnotes.generative.flows.cnf import CNF
+from deepnotes.nn.training import fit
 
 METHODS = {"ml": "max. likelihood", "fm": "flow matching"}
 
@@ -105,20 +106,26 @@ def train(model: CNF, method: str, toy, cfg: Config, run, x_curve: torch.Tensor)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     checkpoints = set(np.linspace(0, steps, cfg.n_evals + 1)[1:].round().astype(int).tolist())
     gen = torch.Generator().manual_seed(int(run.rng.integers(2**31)))
-    curve, train_s = [(0.0, _nll(model, x_curve)[0])], 0.0
-    for step in run.track(range(1, steps + 1), f"{METHODS[method]} on {toy.name}"):
-        t0 = time.perf_counter()
-        x = torch.from_numpy(toy.sample(cfg.batch, run.rng)).float()
-        loss = model.nll_loss(x, gen) if method == "ml" else model.flow_matching_loss(x, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # one stiff batch must not undo the fit (its gradient through the RK4 graph can spike)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
+    curve, train_s, t0 = [(0.0, _nll(model, x_curve)[0])], 0.0, 0.0
+
+    def batches(step):
+        nonlocal t0
+        t0 = time.perf_counter()  # a step's time runs from its batch to its callback
+        return torch.from_numpy(toy.sample(cfg.batch, run.rng)).float()
+
+    def loss_fn(m, x):
+        return m.nll_loss(x, gen) if method == "ml" else m.flow_matching_loss(x, gen)
+
+    def after_step(step, _metrics):
+        nonlocal train_s
         train_s += time.perf_counter() - t0
-        if step in checkpoints:
+        if step + 1 in checkpoints:
             curve.append((train_s, _nll(model, x_curve)[0]))
+
+    # clipping: one stiff batch must not undo the fit (its gradient through the RK4 graph can
+    # spike)
+    fit(model, loss_fn, batches, opt, steps, scheduler=sched, clip_grad_norm=10.0,
+        progress=run.track, description=f"{METHODS[method]} on {toy.name}", callback=after_step)
     return 1e3 * train_s / max(steps, 1), curve
 
 

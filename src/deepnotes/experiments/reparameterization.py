@@ -40,6 +40,7 @@ from deepnotes.generative.reparam import (
     gaussian_score_grad,
     gumbel_softmax_grad,
 )
+from deepnotes.nn.training import fit
 
 ESTIMATORS = ("gumbel_softmax", "straight_through", "reinforce")
 LABELS = {"gumbel_softmax": "Gumbel-softmax", "straight_through": "straight-through",
@@ -221,7 +222,8 @@ def train_vae(cfg: Config, run, estimator: str, x_train: torch.Tensor, x_test: t
     steps_per_epoch = math.ceil(n / cfg.batch)
     total = cfg.epochs * steps_per_epoch
     rate = math.log(cfg.tau0 / cfg.tau_min) / max(1.0, cfg.anneal_fraction * total)
-    curve, step = [], 0
+    curve = []
+    perm = None
 
     def evaluate(epoch):
         model.eval()
@@ -230,22 +232,28 @@ def train_vae(cfg: Config, run, estimator: str, x_train: torch.Tensor, x_test: t
         model.train()
         curve.append((epoch, test, train))
 
-    evaluate(0)
-    for epoch in run.track(range(1, cfg.epochs + 1), f"VAE ({estimator})"):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, cfg.batch):
-            xb = x_train[perm[i:i + cfg.batch]]
-            tau = anneal_temperature(step, tau0=cfg.tau0, tau_min=cfg.tau_min, rate=rate)
-            if estimator == "reinforce":
-                loss, _ = model.loss_reinforce(xb, cfg.reinforce_samples, generator=g)
-            else:
-                loss, _ = model.loss(xb, tau, hard=estimator == "straight_through", generator=g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+    def batches(step):  # a new permutation at each epoch's first step; the last batch is short
+        nonlocal perm
+        b = step % steps_per_epoch
+        if b == 0:
+            perm = torch.randperm(n, generator=g)
+        return x_train[perm[b * cfg.batch:(b + 1) * cfg.batch]], step
+
+    def loss_fn(m, batch):
+        xb, step = batch
+        if estimator == "reinforce":
+            return m.loss_reinforce(xb, cfg.reinforce_samples, generator=g)[0]
+        tau = anneal_temperature(step, tau0=cfg.tau0, tau_min=cfg.tau_min, rate=rate)
+        return m.loss(xb, tau, hard=estimator == "straight_through", generator=g)[0]
+
+    def end_of_epoch(step, _metrics):
+        epoch, rest = divmod(step + 1, steps_per_epoch)
+        if rest == 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             evaluate(epoch)
+
+    evaluate(0)
+    fit(model, loss_fn, batches, opt, total, progress=run.track,
+        description=f"VAE ({estimator})", callback=end_of_epoch)
     model.eval()
     with torch.no_grad():
         iw = torch.cat([model.iwae_bound(x_test[i:i + 50], cfg.iw_samples, generator=eval_g)
