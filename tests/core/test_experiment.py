@@ -125,3 +125,34 @@ def test_bad_figure_name(toy_module, tmp_path):
         fig, _ = new_figure()
         with pytest.raises(ValueError, match="bare name"):
             run.save_figure(fig, "a/b.png")
+
+
+def test_a_gpu_that_is_not_there_is_an_error_before_any_folder(tmp_path):
+    import torch
+
+    from deepnotes.core.experiment import ExperimentConfig, start_run
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = ExperimentConfig(out=str(tmp_path), device="cuda")
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        with start_run("deepnotes.experiments.some_topic", config):
+            pass
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_cpu_only_topic_says_so_once_and_records_where_it_ran(tmp_path, monkeypatch):
+    import json
+    import sys
+    import types
+
+    from deepnotes.core.experiment import ExperimentConfig, start_run
+
+    fake = types.ModuleType("deepnotes.experiments.numba_topic")
+    fake.CPU_ONLY = "its kernels are numba"
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    with start_run(fake.__name__, ExperimentConfig(out=str(tmp_path), device="auto")) as run:
+        pass
+    log = (run.run_dir / "log.txt").read_text()
+    assert log.count("runs on the CPU (its kernels are numba)") == 1
+    assert json.loads((run.run_dir / "metrics.json").read_text())["device"] == "cpu"

@@ -194,6 +194,8 @@ class Run:
         self._log = open(self.run_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
         self.rng = seed_everything(config.seed)
         self._device = None
+        self.device_used: str | None = None
+        """Where the work ran when it is not ``device`` (a CPU-only topic), else None."""
         self._fit_calls = 0
         if self.resume_dir is None or self.rank != 0:
             command = reproduce_command(slug, config, getattr(module, "PRESETS", None))
@@ -330,6 +332,9 @@ class Run:
             "peer": self.peer,
             "metrics": self.metrics,
             "figures": [p.name for p in self.figures],
+            # where the networks ran: the resolved device, "cpu" for a CPU-only topic, or None
+            # while nothing has asked for the device yet
+            "device": self.device_used or (str(self._device) if self._device is not None else None),
         })
 
     def close(self, status: str) -> None:
@@ -354,10 +359,23 @@ def start_run(module_name: str, config: ExperimentConfig) -> Iterator[Run]:
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     slug = slug_of(module_name)
-    run = Run(slug, config, sys.modules.get(module_name))
+    module = sys.modules.get(module_name)
+    cpu_only = getattr(module, "CPU_ONLY", None)
+    if config.device not in ("auto", "cpu"):
+        # A requested GPU must exist, even for a topic that will not use it: an error now,
+        # before any folder is made, rather than a run that says "cuda" and ran on the CPU.
+        from deepnotes.core.device import resolve_device
+
+        resolve_device(config.device)
+    run = Run(slug, config, module)
     how = "resumed" if run.resuming else f"preset={config.preset} seed={config.seed}"
     ranks = f" ({run.world_size} ranks)" if run.world_size > 1 else ""
     run.log(f"{slug}: {how}{ranks} -> {run.run_dir}")
+    if cpu_only:
+        run.device_used = "cpu"
+        if config.device != "cpu":
+            run.log(f"note: {slug} runs on the CPU ({cpu_only}); --device {config.device} does "
+                    "not apply to it")
     try:
         yield run
     except KeyboardInterrupt:

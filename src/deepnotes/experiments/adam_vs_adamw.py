@@ -59,6 +59,8 @@ PRESETS = make_presets(
     quick=Config(lrs=(1e-3, 1e-2, 3e-2, 1e-1), wds=(0.0, 1e-3, 1e-1, 10.0), epochs=20, seeds=1),
     full=Config(),
 )
+#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
+CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "adamw/best_test_accuracy"
 PEER = "adam_l2/best_test_accuracy"
 

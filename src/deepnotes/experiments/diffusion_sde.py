@@ -114,6 +114,8 @@ PRESETS = make_presets(
                  digits_tols=(1e-2, 1e-3)),
     full=Config(),
 )
+#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
+CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "gmm/sw_ode"
 PEER = "gmm/sw_exact_ode"
 

@@ -80,6 +80,8 @@ PRESETS = make_presets(
     quick=Config(n_learners=30, n_trees=30, ada_rounds=20, n_repeats=3, stack_cv=3, n_splits=2),
     full=Config(),
 )
+#: This topic has no torch work: --device does not apply (said once in the run's log).
+CPU_ONLY = "its trees are numba and numpy"
 HEADLINE = "digits/rf_test_accuracy"
 PEER = "digits/sklearn_rf_test_accuracy"
 

@@ -88,6 +88,8 @@ PRESETS = make_presets(
                  n_probe_points=64, n_probes=8, trace_timing_steps=4),
     full=Config(),
 )
+#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
+CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "toy/fm_test_nll_nats"
 PEER = "toy/ml_test_nll_nats"
 

@@ -78,6 +78,8 @@ PRESETS = make_presets(
                  learning_rates=(0.03, 0.1, 0.3), depths=(1, 4, 8), n_splits=3),
     full=Config(),
 )
+#: This topic has no torch work: --device does not apply (said once in the run's log).
+CPU_ONLY = "its kernels are numba; the peers run on the CPU too"
 HEADLINE = "breast_cancer/test_logloss"
 PEER = "breast_cancer/xgboost_test_logloss"
 

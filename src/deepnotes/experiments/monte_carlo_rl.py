@@ -50,6 +50,8 @@ PRESETS = make_presets(
     quick=Config(es_episodes=4000, eps_episodes=15_000, seeds=2),
     full=Config(),
 )
+#: This topic has no torch work: --device does not apply (said once in the run's log).
+CPU_ONLY = "its learners are numba kernels"
 HEADLINE = "mc_exploring_starts/v_max_abs_error"
 PEER = None  # tabular RL has no external peer: the exact DP solution is the reference
 

@@ -145,6 +145,8 @@ PRESETS = make_presets(
                  test_noise_draws=2, eval_every=3, grid=100),
     full=Config(),
 )
+#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
+CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "toys/glow_mean_kl_nats"
 PEER = None
 

@@ -46,6 +46,8 @@ PRESETS = make_presets(
     quick=Config(n=1_000_000, ks=(3, 30, 300, 1000), repeats=5, numpy_n=200_000),
     full=Config(),
 )
+#: This topic has no torch work: --device does not apply (said once in the run's log).
+CPU_ONLY = "its kernels are numba and numpy"
 HEADLINE = "k1000/vhgw_melems_per_s"
 PEER = "k1000/scipy_melems_per_s"
 

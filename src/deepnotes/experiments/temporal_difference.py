@@ -61,6 +61,8 @@ PRESETS = make_presets(
                  sweep_episodes=1500),
     full=Config(),
 )
+#: This topic has no torch work: --device does not apply (said once in the run's log).
+CPU_ONLY = "its learners are numba kernels"
 HEADLINE = "q_learning/v_max_abs_error"
 PEER = None  # tabular RL has no external peer: the exact DP solution is the reference
 
