@@ -169,3 +169,24 @@ def test_tour_checks_every_slug_before_running_any(root, capsys):
     assert cli.main(["tour", "--only", FAST_TOPIC, "no-such-topic"]) == 2
     assert "unknown topic 'no-such-topic'" in capsys.readouterr().err
     assert not (root / "runs").exists()
+
+
+def test_ctrl_c_during_the_imports_stops_cleanly_before_any_run(tmp_path):
+    """SIGINT a fresh `deepnotes run` at several moments of its first second: every time it must
+    end with status 130 (or finish), never with an import error or a native abort."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "DEEPNOTES_ROOT": str(tmp_path)}
+    for delay in (0.1, 0.3, 0.5, 0.7, 0.9, 1.2):
+        proc = subprocess.Popen([sys.executable, "-m", "deepnotes", "run", FAST_TOPIC,
+                                 "--preset", "smoke"], env=env, stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 130), f"after {delay} s: exit {proc.returncode}: {err[-800:]}"
+        assert "Traceback" not in err and "ImportError" not in err, err[-800:]

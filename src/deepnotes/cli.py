@@ -152,14 +152,48 @@ def _print_config(module, config) -> None:
     print(_table(rows, ["field", "type", "value", "meaning"]))
 
 
+class _hold_interrupt:
+    """Hold Ctrl-C while modules import, then raise it.
+
+    A KeyboardInterrupt in the middle of importing torch or numba leaves half-initialised
+    extension modules behind ("cannot load module more than once", a RecursionError, a native
+    abort). Held here, it arrives as a clean KeyboardInterrupt once the imports are done, before
+    any run folder exists (exit status 130).
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.pressed = False
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, *_):
+        self.pressed = True
+
+    def __exit__(self, exc_type, *exc):
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+        if self.pressed and exc_type is None:
+            raise KeyboardInterrupt
+        return False
+
+
 def cmd_run(args) -> int:
     import contextlib
     import os
 
-    from deepnotes.core.experiment import resume_from
     from deepnotes.core.registry import load_experiment
 
-    module = load_experiment(args.slug)
+    with _hold_interrupt():  # the imports of torch, numba and the topic
+        from deepnotes.core.experiment import resume_from
+
+        module = load_experiment(args.slug)
     config = _resumed_config(module, args) if args.resume else _build_config(module, args)
     if args.show_config:
         _print_config(module, config)
