@@ -24,12 +24,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # A stamp per dependency set: re-installs when pyproject.toml or constraints.txt change.
+# aeon is only the carrier of the sensor recordings it bundles (online-action-detection reads its
+# .ts files without importing it). Its metadata pins numba<0.64 and pandas<3.1, which would
+# downgrade numba, numpy and pandas for the whole project, so it goes in without its dependencies.
+AEON := 'aeon==1.6.0'
+
 $(VENV)/.setup: pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -c constraints.txt -e '.[bench,site]'
+	$(PY) -m pip install -c constraints.txt --no-deps $(AEON)
 	touch $@
 
 $(VENV)/.setup-dev: pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -c constraints.txt -e '.[dev,bench,site]'
+	$(PY) -m pip install -c constraints.txt --no-deps $(AEON)
 	touch $(VENV)/.setup $@
 
 setup: $(VENV)/.setup

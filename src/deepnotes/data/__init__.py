@@ -6,13 +6,30 @@
   and exact log-densities (:mod:`deepnotes.data.toy2d`).
 - :func:`read_idx`, :func:`write_idx`, :func:`load_mnist`: the IDX (MNIST) file format and a
   loader for MNIST files placed in a local folder (:mod:`deepnotes.data.idx`).
+- :func:`load_basic_motions`, :func:`basic_motions_streams`, :func:`stitch_stream`,
+  :func:`synthetic_stream`: wrist-worn sensor recordings bundled in the aeon package, stitched
+  into long labelled streams (:mod:`deepnotes.data.sensor_streams`).
 """
 
 from deepnotes.data.digits import IMAGE_SHAPE, N_CLASSES, N_LEVELS, load_digits
 from deepnotes.data.idx import load_mnist, read_idx, write_idx
+from deepnotes.data.sensor_streams import (
+    Stream,
+    basic_motions_streams,
+    load_basic_motions,
+    stitch_stream,
+    synthetic_stream,
+    to_frames,
+)
 from deepnotes.data.toy2d import TOYS, Toy2D, get_toy, sample_toy
 
 __all__ = [
+    "Stream",
+    "basic_motions_streams",
+    "load_basic_motions",
+    "stitch_stream",
+    "synthetic_stream",
+    "to_frames",
     "IMAGE_SHAPE",
     "N_CLASSES",
     "N_LEVELS",
