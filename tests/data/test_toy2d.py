@@ -18,10 +18,12 @@ N_SAMPLES = 200_000
 # that is a Gaussian blur of width s, the midpoint rule with step h errs by ~exp(-2π² s²/h²)
 # (Poisson summation), below 1e-100 at h = s/4, so normalisation errors below come from the
 # tails outside `bounds` (< 1e-9 by construction) and from the density's own quadrature.
-LENGTH_SCALE = {"two-moons": 0.1, "8-gaussians": 0.2, "circles": 0.1, "swiss-roll": 0.2,
+LENGTH_SCALE = {"two-moons": 0.1, "8-gaussians": 0.2, "gaussian-grid": 0.1, "circles": 0.1,
+                "swiss-roll": 0.2,
                 "pinwheel": 0.2, "checkerboard": 2.0}
 # Normalisation tolerance per toy, see the reasons above and in each class docstring.
-NORM_TOL = {"two-moons": 1e-9, "8-gaussians": 1e-9, "circles": 1e-9, "swiss-roll": 1e-9,
+NORM_TOL = {"two-moons": 1e-9, "8-gaussians": 1e-9, "gaussian-grid": 1e-9, "circles": 1e-9,
+            "swiss-roll": 1e-9,
             # grid cells align with the squares: the midpoint rule is exact up to rounding
             "checkerboard": 1e-12,
             # the far radial tail is sheared into thin folds the grid cannot resolve (the region
@@ -163,9 +165,10 @@ def test_pinwheel_density_matches_change_of_variables():
 
 
 def test_registry_and_errors():
-    assert set(TOYS) == {"two-moons", "8-gaussians", "checkerboard", "pinwheel", "swiss-roll",
-                         "circles"}
-    with pytest.raises(ValueError, match="known toys: 8-gaussians, checkerboard, circles"):
+    assert set(TOYS) == {"two-moons", "8-gaussians", "gaussian-grid", "checkerboard", "pinwheel",
+                         "swiss-roll", "circles"}
+    with pytest.raises(ValueError,
+                       match="known toys: 8-gaussians, checkerboard, circles, gaussian-grid"):
         get_toy("moons")
     with pytest.raises(ValueError, match="unknown toy"):
         sample_toy("spiral", 10, np.random.default_rng(0))

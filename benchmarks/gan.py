@@ -1,0 +1,124 @@
+"""Digits FID at the same CPU budget: a DCGAN-style GAN, WGAN-GP and the EDM diffusion model.
+
+Each model trains on the digits train split on one torch thread until it has used ``budget_s``
+seconds of process CPU time (``time.process_time``, so other jobs on a shared machine slow the
+wall clock, not the budget), then draws 1000 images scored by the digits FID of the diffusion
+topics (the cached feature classifier of ``deepnotes.experiments._diffusion_digits``).
+
+- ``gan``: non-saturating loss, Adam 2e-4 (β₁ = 0.5), batches of 64, spectral normalisation in
+  the discriminator (the variant that did not collapse in the gan post);
+- ``wgan_gp``: λ = 10, five critic steps per generator step, Adam 1e-4 (0.5, 0.9);
+- ``diffusion``: the class-conditional EDM U-Net of the edm topic (its training loop, with the
+  number of steps set from a timed pilot of 20 steps to fill the budget), sampled by Heun with
+  35 network evaluations and balanced labels. It is conditional and the GANs are not: the
+  comparison is "what each family's recipe in this notebook gives per CPU-second".
+
+The adversarial models train in chunks of 25 generator steps, checking the budget between chunks.
+The FID of 1000 real test digits is the floor. Records ``fid``, ``steps``, ``cpu_s`` per model
+and each FID's ratio to the diffusion model's, with the load average before and after.
+
+    python benchmarks/gan.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import torch
+
+from deepnotes.core.bench import bench_main
+from deepnotes.experiments import _diffusion_digits as H
+from deepnotes.generative import gan, wgan
+from deepnotes.nn.digits_models import ClassifierSpec, DigitsFID, digits
+
+TOPICS = ("gan", "wasserstein-gan")
+N_FID = 1000
+CHUNK = 25
+
+
+def _quiet(iterable, *args, **kwargs):
+    return iterable
+
+
+def _adversarial(name: str, budget_s: float, seed: int) -> tuple[torch.nn.Module, dict]:
+    x_train, _ = digits("train")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    generator = gan.DCGANGenerator(32, 16)
+    if name == "gan":
+        critic = gan.DCGANDiscriminator(16, spectral_norm=True)
+        betas, lr, n_critic = (0.5, 0.999), 2e-4, 1
+        objectives = gan.gan_objectives("non_saturating")
+    else:
+        critic = gan.DCGANDiscriminator(16)
+        betas, lr, n_critic = (0.5, 0.9), 1e-4, 5
+        objectives = wgan.wgan_objectives(10.0)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    d_opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
+
+    def real():
+        return x_train[torch.randint(0, len(x_train), (64,), generator=gen)]
+
+    def noise():
+        return torch.randn(64, 32, generator=gen)
+
+    steps, t0 = 0, time.process_time()
+    while time.process_time() - t0 < budget_s:
+        gan.train_adversarial(generator, critic, real, noise, *objectives, g_opt, d_opt, CHUNK,
+                              n_critic=n_critic)
+        steps += CHUNK
+    cpu = time.process_time() - t0
+    generator.eval()
+    with torch.no_grad():
+        samples = generator(torch.randn(N_FID, 32, generator=gen))
+    return samples, {"steps": steps, "cpu_s": cpu}
+
+
+def _diffusion(budget_s: float, seed: int, out: str) -> tuple[torch.Tensor, dict]:
+    t0 = time.process_time()
+    H.train_denoiser(H.DenoiserSpec(n_steps=20, seed=seed), out, lambda *_: None, _quiet)
+    per_step = (time.process_time() - t0) / 20
+    n_steps = max(20, int(budget_s / per_step))
+    t0 = time.process_time()
+    model, _ = H.train_denoiser(H.DenoiserSpec(n_steps=n_steps, seed=seed), out,
+                                lambda *_: None, _quiet)
+    cpu = time.process_time() - t0
+    labels = H.balanced_labels(N_FID)
+    with torch.no_grad():
+        samples = H.sample(H.conditional(model, labels), "heun", H.steps_for_nfe("heun", 35),
+                           N_FID, seed)
+    return samples, {"steps": n_steps, "cpu_s": cpu, "pilot_s_per_step": per_step}
+
+
+def run(quick: bool = False) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        budget = 15.0 if quick else 120.0
+        load_before = os.getloadavg()
+        net, meta = H.train_classifier(ClassifierSpec(n_steps=800), 0.5, None, lambda *_: None,
+                                       _quiet)
+        fid = DigitsFID(net)
+        figures: dict = {"budget_cpu_s": budget, "n_fid": N_FID, "torch_threads": 1,
+                         "fid_classifier_test_accuracy": meta["test_accuracy"],
+                         "fid_test_split": fid.fid(digits("test")[0]), "models": {}}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("gan", "wgan_gp", "diffusion"):
+                if name == "diffusion":
+                    samples, info = _diffusion(budget, 0, tmp)
+                else:
+                    samples, info = _adversarial(name, budget, 0)
+                figures["models"][name] = {**info, "fid": fid.fid(samples)}
+        base = figures["models"]["diffusion"]["fid"]
+        figures["fid_over_diffusion"] = {k: v["fid"] / base for k, v in figures["models"].items()}
+        figures["loadavg_before"] = load_before
+        figures["loadavg_after"] = os.getloadavg()
+        return figures
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    bench_main(__file__, run)
