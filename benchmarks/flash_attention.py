@@ -39,6 +39,7 @@ from deepnotes.experiments.flash_attention import (
     attention_flops,
     peak_memory_mib,
     peak_memory_supported,
+    release_malloc_thresholds,
 )
 from deepnotes.nn.attention import naive_attention
 
@@ -55,6 +56,10 @@ def _cpu_call(method: str, q, k, v, causal: bool, backward: bool):
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
     out = attention_call(method, qg, kg, vg, causal)
     return torch.autograd.grad(out, (qg, kg, vg), torch.ones_like(out))
+
+
+#: The peak-memory probe's resolution (the kernel's per-CPU RSS counters): smaller peaks are noise.
+PROBE_RESOLUTION_MIB = 2.0
 
 
 def cpu_rows(quick: bool) -> dict:
@@ -97,12 +102,16 @@ def cpu_rows(quick: bool) -> dict:
                     row["tiled_speedup_over_sdpa_math"] = row["sdpa_math_ms"] / row["tiled_ms"]
                     row["tiled_speedup_over_sdpa_flash"] = row["sdpa_flash_ms"] / row["tiled_ms"]
                     row["tiled_speedup_over_naive"] = row["naive_ms"] / row["tiled_ms"]
-                    if mem_ok:
-                        row["naive_over_tiled_peak_memory"] = (row["naive_peak_mib"]
-                                                               / row["tiled_peak_mib"])
+                    if mem_ok:  # a ratio only where the tiled peak is above the probe's noise
+                        tiled = row["tiled_peak_mib"]
+                        row["naive_over_tiled_peak_memory"] = (
+                            row["naive_peak_mib"] / tiled if tiled >= PROBE_RESOLUTION_MIB
+                            else None)
                     rows.append(row)
     finally:
         torch.set_num_threads(threads)
+        if mem_ok:
+            release_malloc_thresholds()
     return {"torch_threads": 1, "repeat": repeat, "timing": "median of interleaved calls",
             "memory": ("extra peak resident memory of the first call (VmHWM, malloc mmap "
                        "threshold fixed at 64 KiB)") if mem_ok else "not measured: no VmHWM",

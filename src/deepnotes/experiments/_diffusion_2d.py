@@ -46,6 +46,21 @@ def toy_batches(name: str, rng: np.random.Generator) -> tuple[Toy2D, Callable[[i
     return toy, draw
 
 
+def on_device(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``model(x, t)`` evaluated on the model's device, its output returned to ``x``'s device.
+
+    The 2-D samplers, the exact mixture and the SW metric keep their small tensors (a few
+    thousand points) on the CPU, where the exact references live; only the network's
+    evaluations cross to the model's device (``run.device``). On the CPU it is ``model``.
+    """
+    device = next(model.parameters()).device
+
+    def evaluate(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device), t.to(device)).to(x.device)
+
+    return evaluate
+
+
 class TimeMLP(nn.Module):
     """``model(x_t, t)``: the MLP backbone conditioned on the process time ``t`` (B,)."""
 
@@ -83,12 +98,17 @@ def fit(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], steps: in
 
 def train_eps_model(draw, process: NoiseProcess, steps: int, batch: int, lr: float, hidden: int,
                     run, desc: str) -> tuple[TimeMLP, list[float]]:
-    """ε-prediction on ``process`` (Ho et al. 2020 Eq. 14 in continuous time; t ~ U[T_EPS, 1])."""
-    model = TimeMLP(hidden)
+    """ε-prediction on ``process`` (Ho et al. 2020 Eq. 14 in continuous time; t ~ U[T_EPS, 1]).
+
+    The model is initialised on the CPU and trains on ``run.device``; the batches and times are
+    drawn on the CPU (``run.rng`` and torch's global generator, as the checkpoint expects) and
+    moved there."""
+    device = run.device
+    model = TimeMLP(hidden).to(device)
 
     def batches(_):
         t = T_EPS + (1 - T_EPS) * torch.rand(batch)
-        return draw(batch), t
+        return draw(batch).to(device), t.to(device)
 
     def loss_fn(m, xt):
         return prediction_loss(m, process, xt[0], "eps", t=xt[1])
@@ -98,18 +118,25 @@ def train_eps_model(draw, process: NoiseProcess, steps: int, batch: int, lr: flo
 
 def train_velocity(model: TimeMLP, pairs: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
                    steps: int, batch: int, lr: float, run, desc: str) -> list[float]:
-    """Flow matching on couplings ``pairs(n) -> (x_0, ε)`` (independent: 1-RF; reflow: 2-RF)."""
+    """Flow matching on couplings ``pairs(n) -> (x_0, ε)`` (independent: 1-RF; reflow: 2-RF);
+    the pairs are moved to the model's device."""
+    device = next(model.parameters()).device
 
     def loss_fn(m, pair):
         return rectified_flow_loss(m, *pair)
 
-    return fit_batches(model, loss_fn, lambda _: pairs(batch), steps, lr, run, desc)
+    def batches(_):
+        return tuple(x.to(device) for x in pairs(batch))
+
+    return fit_batches(model, loss_fn, batches, steps, lr, run, desc)
 
 
 def sw(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance with a fixed set of 256 directions (comparable numbers)."""
+    """Sliced 2-Wasserstein distance with a fixed set of 256 directions (comparable numbers),
+    computed on the CPU (the directions come from a CPU generator)."""
     gen = torch.Generator().manual_seed(seed)
-    return float(sliced_wasserstein(x.double(), y.double(), 256, gen))
+    return float(sliced_wasserstein(x.detach().cpu().double(), y.detach().cpu().double(), 256,
+                                    gen))
 
 
 def sw_floor(draw: Callable[[int], torch.Tensor], n: int, repeats: int = 5) -> float:

@@ -116,7 +116,7 @@ class DequantSpec:
 
 
 def _batches(x, y, batch_size, gen):
-    idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
+    idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen, device=gen.device)
     return x[idx], y[idx]
 
 
@@ -145,24 +145,29 @@ def _fit_edm(model, loss_fn, batches, n_steps: int, spec, track, description: st
     return result.history["loss"]
 
 
-def train_denoiser(spec: DenoiserSpec, out: str | None, log, track) -> tuple[EDMPrecond, dict]:
+def train_denoiser(spec: DenoiserSpec, out: str | None, log, track,
+                   device=None) -> tuple[EDMPrecond, dict]:
     """The class-conditional EDM U-Net (EMA weights) and ``meta`` (sigma_data, loss curve).
 
     Training: Adam, log-normal σ (Karras et al. 2022, Table 1), labels dropped to ``∅`` with
-    probability ``p_uncond`` (Ho & Salimans 2022, Algorithm 1).
+    probability ``p_uncond`` (Ho & Salimans 2022, Algorithm 1). The network is built on the CPU
+    (the same initial weights everywhere) and trains and lives on ``device`` (default CPU); the
+    training noise comes from a generator on that device.
     """
+    device = torch.device("cpu") if device is None else torch.device(device)
     x, y = digits("train")
     sigma_data = float(x.std())
+    x, y = x.to(device), y.to(device)
     net = UNet(1, spec.channels, spec.channel_mult, N_CLASSES, spec.emb_dim)
-    model = EDMPrecond(net, sigma_data)
+    model = EDMPrecond(net, sigma_data).to(device)
 
     def train(ckpt: Path) -> dict:
         torch.manual_seed(spec.seed)
-        gen = torch.Generator().manual_seed(spec.seed)
+        gen = torch.Generator(device).manual_seed(spec.seed)
 
         def batches(step):
             xb, yb = _batches(x, y, spec.batch_size, gen)
-            drop = torch.rand(yb.shape, generator=gen) < spec.p_uncond
+            drop = torch.rand(yb.shape, generator=gen, device=device) < spec.p_uncond
             return xb, torch.where(drop, torch.full_like(yb, net.null_label), yb)
 
         def loss_fn(m, batch):
@@ -191,9 +196,9 @@ class _DequantEpochs:
 
     def __call__(self, step: int) -> torch.Tensor:
         b = step % self.per_epoch
-        if b == 0:
-            self.x = dequantized_digits("train", self.rng)
-            self.order = torch.randperm(self.n, generator=self.gen)
+        if b == 0:  # the noise u from numpy on the CPU, moved to the generator's device
+            self.x = dequantized_digits("train", self.rng).to(self.gen.device)
+            self.order = torch.randperm(self.n, generator=self.gen, device=self.gen.device)
         return self.x[self.order[b * self.batch_size:(b + 1) * self.batch_size]]
 
     def state_dict(self) -> dict:
@@ -203,23 +208,25 @@ class _DequantEpochs:
         self.x, self.order = state["x"], state["order"]
 
 
-def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
-                               track) -> tuple[EDMPrecond, dict]:
+def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log, track,
+                               device=None) -> tuple[EDMPrecond, dict]:
     """The unconditional EDM U-Net (EMA weights) fitted to :func:`dequantized_digits`, and
     ``meta`` (sigma_data, loss per step).
 
     Every epoch draws fresh dequantisation noise ``u`` for the whole train split and visits it
     in a random order (the last incomplete batch is dropped), as the flows' digits training
-    does; otherwise the training is :func:`train_denoiser`'s without labels.
+    does; otherwise the training is :func:`train_denoiser`'s without labels (and on ``device``
+    in the same way).
     """
+    device = torch.device("cpu") if device is None else torch.device(device)
     rng = np.random.default_rng(spec.seed)
     sigma_data = float(dequantized_digits("train", rng).std())
     net = UNet(1, spec.channels, spec.channel_mult, 0, spec.emb_dim)
-    model = EDMPrecond(net, sigma_data)
+    model = EDMPrecond(net, sigma_data).to(device)
 
     def train(ckpt: Path) -> dict:
         torch.manual_seed(spec.seed)
-        gen = torch.Generator().manual_seed(spec.seed)
+        gen = torch.Generator(device).manual_seed(spec.seed)
         n = load_digits("train")[0].shape[0]
         batches = _DequantEpochs(n, spec.batch_size, rng, gen)
 
@@ -237,14 +244,16 @@ def train_dequantized_denoiser(spec: DequantSpec, out: str | None, log,
 
 
 def train_classifier(spec: ClassifierSpec, sigma_data: float, out: str | None, log,
-                     track) -> tuple[nn.Module, dict]:
+                     track, device=None) -> tuple[nn.Module, dict]:
     """A :class:`FeatureNet` (``noisy=False``) or a :class:`NoisyClassifier` trained on
     ``x_0 + σε`` with ``ln σ ~ N(p_mean, p_std²)`` (:func:`train_digits_classifier`), cached;
     meta holds the clean test accuracy.
 
-    The network is initialised from torch's global generator as it stands at the call (as
-    before the move to the library), so cached networks stay valid."""
-    model = build_classifier(spec, sigma_data)
+    The network is initialised on the CPU from torch's global generator as it stands at the
+    call (as before the move to the library), so cached networks stay valid, then moved to
+    ``device`` (default CPU), where it trains (the library moves each batch to it)."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    model = build_classifier(spec, sigma_data).to(device)
 
     def train(ckpt: Path) -> dict:
         _, meta = train_digits_classifier(
@@ -305,12 +314,14 @@ def sigmas_for(name: str, n_steps: int) -> torch.Tensor:
 
 
 def sample(denoiser, name: str, n_steps: int, n: int, seed: int,
-           sigmas: torch.Tensor | None = None) -> torch.Tensor:
-    """``n`` samples (n, 1, 8, 8) from ``denoiser(x, σ)`` with sampler ``name``; the initial
-    noise and the sampler's noise come from ``seed`` (the same start for every sampler)."""
+           sigmas: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """``n`` samples (n, 1, 8, 8) on ``device`` (default CPU) from ``denoiser(x, σ)`` with
+    sampler ``name``; the initial noise and the sampler's noise come from ``seed`` (the same
+    start for every sampler) through a generator on ``device``."""
+    device = torch.device("cpu") if device is None else torch.device(device)
     sigmas = sigmas_for(name, n_steps) if sigmas is None else sigmas
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=gen) * float(sigmas[0])
+    gen = torch.Generator(device).manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=gen, device=device) * float(sigmas[0])
     sigmas = sigmas.float()
     if name == "euler":
         return S.sample_euler(denoiser, x, sigmas)
@@ -342,9 +353,10 @@ def conditional(model: EDMPrecond, labels: torch.Tensor):
     return denoiser
 
 
-def balanced_labels(n: int) -> torch.Tensor:
-    """``0, 1, …, 9, 0, 1, …``: ``n`` labels with every class equally often (±1)."""
-    return torch.arange(n) % N_CLASSES
+def balanced_labels(n: int, device=None) -> torch.Tensor:
+    """``0, 1, …, 9, 0, 1, …``: ``n`` labels (on ``device``, default CPU) with every class
+    equally often (±1)."""
+    return torch.arange(n, device=device) % N_CLASSES
 
 
 def image_grid(ax, images: torch.Tensor, nrow: int, title: str = "") -> None:

@@ -52,7 +52,8 @@ def load_or_train(path: Path, module: nn.Module, train: Callable[[Path], dict], 
     """Load ``module``'s weights and meta from ``path``, or call ``train(checkpoint_dir)``
     (which trains ``module`` in place and returns its JSON-able meta) and cache the result."""
     if path.is_file():
-        blob = torch.load(path, weights_only=True)
+        # CPU tensors in the file (see below); load_state_dict copies them to the module's device
+        blob = torch.load(path, weights_only=True, map_location="cpu")
         module.load_state_dict(blob["state"])
         log(f"loaded cached {path.name}")
         return json.loads(blob["meta"])
@@ -62,7 +63,9 @@ def load_or_train(path: Path, module: nn.Module, train: Callable[[Path], dict], 
     meta = train(ckpt)
     if distributed_info()[0] == 0:
         tmp = path.with_suffix(".tmp")
-        torch.save({"state": module.state_dict(), "meta": json.dumps(meta)}, tmp)
+        # saved from the CPU, so a network trained on a GPU loads on a machine without one
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        torch.save({"state": state, "meta": json.dumps(meta)}, tmp)
         tmp.replace(path)
         shutil.rmtree(ckpt, ignore_errors=True)
         log(f"trained and cached {path.name}")

@@ -17,6 +17,13 @@ from deepnotes.generative.flows import Flow
 from deepnotes.nn.training import fit
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (or buffers); the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def train_flow(model: Flow, batches: Callable[[int], torch.Tensor], steps: int, lr: float,
                run, desc: str, checkpoint: bool = True) -> list[float]:
     """Maximum likelihood with Adam and a cosine schedule (:func:`deepnotes.nn.training.fit`);
@@ -24,14 +31,16 @@ def train_flow(model: Flow, batches: Callable[[int], torch.Tensor], steps: int, 
 
     ``batches(step)`` returns the training batch of that step, shape (B, dim), drawn from
     ``run.rng`` (or torch's global generator). With ``checkpoint`` the loop is checkpointed in
-    the run (``--resume``); pass False when ``batches`` keeps state of its own.
+    the run (``--resume``); pass False when ``batches`` keeps state of its own. The model
+    trains where it is (``run.device``); each batch is moved there.
     """
+    device = model_device(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     resumable = (run.fit_checkpoint(every=max(1, steps // 10))
                  if checkpoint and hasattr(run, "fit_checkpoint") else {})
     # clipping: a rare huge gradient (a point deep in a tail) should not undo the fit
-    result = fit(model, lambda m, xb: -m.log_prob(xb).mean(), batches, opt, steps,
+    result = fit(model, lambda m, xb: -m.log_prob(xb.to(device)).mean(), batches, opt, steps,
                  scheduler=sched, clip_grad_norm=100.0, progress=run.track, description=desc,
                  **resumable)
     model.eval()
@@ -41,7 +50,8 @@ def train_flow(model: Flow, batches: Callable[[int], torch.Tensor], steps: int, 
 def evaluate_toy(model: Flow, toy, x_test: np.ndarray) -> dict[str, float]:
     """Test NLL of the model and of the true density on the same samples (nats)."""
     with torch.no_grad():
-        nll = -float(model.log_prob(torch.from_numpy(x_test).float()).double().mean())
+        x = torch.from_numpy(x_test).float().to(model_device(model))
+        nll = -float(model.log_prob(x).double().mean())
     true_nll = -float(np.mean(toy.log_prob(x_test)))
     return {"test_nll_nats": nll, "true_nll_nats": true_nll, "kl_nats": nll - true_nll}
 
@@ -61,7 +71,8 @@ def plot_density(ax, toy, model: Flow | None, n_grid: int, title: str) -> None:
         dens = toy.prob(pts)
     else:
         with torch.no_grad():
-            dens = model.log_prob(torch.from_numpy(pts).float()).exp().numpy()
+            x = torch.from_numpy(pts).float().to(model_device(model))
+            dens = model.log_prob(x).exp().cpu().numpy()
     ax.imshow(dens.reshape(n_grid, n_grid), origin="lower", extent=(lo, hi, lo, hi),
               cmap="viridis")
     _square(ax, title)
@@ -71,7 +82,7 @@ def plot_samples(ax, toy, model: Flow, title: str, n: int = 2000) -> None:
     """Scatter of ``n`` model samples on the toy's plotting window."""
     (lo, hi), _ = _grid(toy, 2)
     with torch.no_grad():
-        x = model.sample(n).numpy()
+        x = model.sample(n).cpu().numpy()
     ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color=PALETTE[0])
     ax.set(xlim=(lo, hi), ylim=(lo, hi))
     _square(ax, title)
@@ -99,7 +110,8 @@ def deformed_grid(ax, toy, model: Flow, n_lines: int = 15, title: str = "") -> N
     for i, v in enumerate(np.linspace(lo, hi, n_lines)):
         for line in (np.stack([t, np.full_like(t, v)], 1), np.stack([np.full_like(t, v), t], 1)):
             with torch.no_grad():
-                z, _ = model(torch.from_numpy(line).float())
+                z, _ = model(torch.from_numpy(line).float().to(model_device(model)))
+                z = z.cpu()
             ax.plot(z[:, 0], z[:, 1], lw=0.6, color=PALETTE[i % 2])
     ax.set(xlim=(-4, 4), ylim=(-4, 4))
     _square(ax, title)
@@ -119,6 +131,7 @@ def digits_mosaic(ax, images: np.ndarray, title: str, cols: int = 8) -> None:
 def digits_bits_per_dim(model: Flow, x: torch.Tensor) -> float:
     """Mean bits/dim of dequantised digits ``x`` (n, 64) in the 17-level convention."""
     with torch.no_grad():
+        x = x.to(model_device(model))
         return float(model.nll_bits_per_dim(x, n_levels=N_LEVELS).double().mean())
 
 

@@ -62,8 +62,9 @@ PRESETS = make_presets(
                  greedy_episodes=20_000, greedy_seeds=3),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
+#: No networks: the actor-critic learners and DPG are numba kernels over tabular/linear
+#: parameters (torch only sets the thread count), so --device does not apply.
+CPU_ONLY = "its learners are numba kernels"
 HEADLINE = "a2c/v_bar_gap"
 PEER = None  # the exact optimum of value iteration and the Riccati gain are the references
 

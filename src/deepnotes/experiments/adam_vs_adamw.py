@@ -59,8 +59,6 @@ PRESETS = make_presets(
     quick=Config(lrs=(1e-3, 1e-2, 3e-2, 1e-1), wds=(0.0, 1e-3, 1e-1, 10.0), epochs=20, seeds=1),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "adamw/best_test_accuracy"
 PEER = "adam_l2/best_test_accuracy"
 
@@ -124,7 +122,11 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
     """
     x_tr, y_tr = load_digits("train", flatten=True)
     x_te, y_te = load_digits("test", flatten=True)
-    x_tr, y_tr, x_te, y_te = map(torch.from_numpy, (x_tr, y_tr, x_te, y_te))
+    dev = run.device
+    if cfg.fused and dev.type != "cpu":
+        raise ValueError(f"fused=True is a CPU numba kernel; it cannot run on {dev} "
+                         "(use fused=False or --device cpu)")
+    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a).to(dev) for a in (x_tr, y_tr, x_te, y_te))
     n_m, n_s, n_lr, n_wd = len(METHODS), cfg.seeds, len(cfg.lrs), len(cfg.wds)
     per_seed = n_lr * n_wd
     d_in = x_tr.shape[1]
@@ -134,7 +136,8 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
     inits = []
     for _ in range(n_s):
         gen = torch.Generator().manual_seed(int(run.rng.integers(2**31)))
-        inits.append(GridMLP.init_vector(gen, d_in, cfg.hidden, N_CLASSES))
+        # drawn on the CPU (the same numbers on every device), then moved
+        inits.append(GridMLP.init_vector(gen, d_in, cfg.hidden, N_CLASSES).to(dev))
     models, optims = [], []
     for name, cls in METHODS.items():
         params = [GridMLP(init, per_seed, d_in, cfg.hidden, N_CLASSES) for init in inits]
@@ -151,11 +154,12 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
 
     n_batches = len(y_tr) // cfg.batch_size
     total_steps = cfg.epochs * n_batches
-    seed_of_cell = torch.arange(n_m * n_s).repeat_interleave(per_seed) % n_s  # (G,)
+    seed_of_cell = (torch.arange(n_m * n_s, device=dev).repeat_interleave(per_seed)
+                    % n_s)  # (G,)
     losses = np.zeros((n_cells, cfg.epochs))
     accs = np.zeros((n_cells, cfg.epochs))
     orders = None
-    epoch_loss = torch.zeros(n_cells)
+    epoch_loss = torch.zeros(n_cells, device=dev)
 
     def batches(step):
         nonlocal orders
@@ -163,7 +167,7 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
         if b == 0:
             # One batch order per seed, shared by both methods and all lr/wd cells of that seed.
             orders = torch.from_numpy(np.stack([run.rng.permutation(len(y_tr))
-                                                for _ in range(n_s)]))
+                                                for _ in range(n_s)])).to(dev)
         idx = orders[:, b * cfg.batch_size:(b + 1) * cfg.batch_size][seed_of_cell]  # (G, B)
         return x_tr[idx], y_tr[idx]
 
@@ -179,11 +183,11 @@ def train_grid(cfg: Config, run) -> dict[str, np.ndarray]:
         epoch, rest = divmod(step + 1, n_batches)
         if rest:
             return
-        losses[:, epoch - 1] = (epoch_loss / n_batches).numpy()
+        losses[:, epoch - 1] = (epoch_loss / n_batches).cpu().numpy()
         epoch_loss.zero_()
         with torch.no_grad():
             pred = net(x_te.expand(n_cells, -1, -1)).argmax(-1)  # (G, n_test)
-            accs[:, epoch - 1] = (pred == y_te).double().mean(1).numpy()
+            accs[:, epoch - 1] = (pred == y_te).double().mean(1).cpu().numpy()
 
     # the cosine factor multiplies each group's initial_lr (LambdaLR's base lr)
     scheds = ([torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _cosine(k, total_steps))

@@ -60,8 +60,6 @@ PRESETS = make_presets(
                  cfg_scales=(0.0, 1.0, 4.0), cg_scales=(0.0, 2.0, 8.0), n_toy=500),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "acc/cfg_w1"
 PEER = None
 
@@ -72,18 +70,22 @@ def _fmt(v: float) -> str:
 
 def run(config: Config) -> Result:
     with start_run(__name__, config) as run, H.one_thread():
-        model, meta = H.train_denoiser(config.spec, config.out, run.log, run.track)
+        dev = run.device
+        model, meta = H.train_denoiser(config.spec, config.out, run.log, run.track, dev)
         fnet, fmeta = H.train_classifier(H.ClassifierSpec(n_steps=config.clf_steps,
                                                           seed=config.seed),
-                                         model.sigma_data, config.out, run.log, run.track)
+                                         model.sigma_data, config.out, run.log, run.track, dev)
         cspec = H.ClassifierSpec(noisy=True, n_steps=config.noisy_clf_steps, seed=config.seed)
-        clf, cmeta = H.train_classifier(cspec, model.sigma_data, config.out, run.log, run.track)
+        clf, cmeta = H.train_classifier(cspec, model.sigma_data, config.out, run.log, run.track,
+                                        dev)
         scorer = H.DigitsFID(fnet)
         run.log_metrics({"clf/fid_net_test_accuracy": fmeta["test_accuracy"],
                          "clf/noisy_test_accuracy": cmeta["test_accuracy"]})
         _noisy_accuracy(run, clf, model.sigma_data)
 
-        labels = H.balanced_labels(config.n_fid)
+        # the denoisers' labels live on the device; the scorer compares labels on the CPU
+        labels = H.balanced_labels(config.n_fid, dev)
+        labels_cpu = labels.cpu()
         cond = H.conditional(model, labels)
         uncond = H.conditional(model, None)
 
@@ -100,8 +102,9 @@ def run(config: Config) -> Result:
                 den = classifier_free_guidance(cond, uncond, scale)
             else:
                 den = classifier_guidance(uncond, log_p_y, scale)
-            x = H.sample(den, "heun", config.heun_steps, config.n_fid, seed, sigmas=sigmas)
-            fid, acc = scorer.fid(x), scorer.accuracy(x, labels)
+            x = H.sample(den, "heun", config.heun_steps, config.n_fid, seed, sigmas=sigmas,
+                         device=dev)
+            fid, acc = scorer.fid(x), scorer.accuracy(x, labels_cpu)
             results[kind].append((scale, fid, acc))
             grids[(kind, scale)] = x
             tag = "w" if kind == "cfg" else "s"
@@ -110,8 +113,8 @@ def run(config: Config) -> Result:
             run.log(f"{kind} scale {scale:g}: FID {fid:.3f}, accuracy {acc:.3f}")
         if "acc/cfg_w1" not in run.metrics:
             x = H.sample(classifier_free_guidance(cond, uncond, 1.0), "heun", config.heun_steps,
-                         config.n_fid, seed, sigmas=sigmas)
-            run.log_metrics({"acc/cfg_w1": scorer.accuracy(x, labels),
+                         config.n_fid, seed, sigmas=sigmas, device=dev)
+            run.log_metrics({"acc/cfg_w1": scorer.accuracy(x, labels_cpu),
                              "fid/cfg_w1": scorer.fid(x)})
         for kind, rows in results.items():
             best = min(rows, key=lambda r: r[1])
@@ -125,12 +128,15 @@ def run(config: Config) -> Result:
 
 @torch.no_grad()
 def _noisy_accuracy(run, clf, sigma_data) -> None:
-    """Accuracy of the noise-conditional classifier on noised test digits, by σ."""
+    """Accuracy of the noise-conditional classifier on noised test digits, by σ (the noise is
+    drawn on the CPU, the same on every device; the classifier runs on ``run.device``)."""
     x, y = H.digits("test")
     gen = torch.Generator().manual_seed(0)
+    dev = run.device
     for s in (0.1, 0.5, 1.0, 2.0):
-        xs = x + s * torch.randn(x.shape, generator=gen)
-        acc = float((clf(xs, torch.full((x.shape[0],), s)).argmax(1) == y).float().mean())
+        xs = (x + s * torch.randn(x.shape, generator=gen)).to(dev)
+        pred = clf(xs, torch.full((x.shape[0],), s, device=dev)).argmax(1).cpu()
+        acc = float((pred == y).float().mean())
         run.log_metrics({f"clf/noisy_acc_sigma{_fmt(s)}": acc})
 
 
@@ -162,7 +168,9 @@ def _plot_grids(run, grids, config) -> None:
 
 
 def _toy(run, config) -> None:
-    """Exact denoiser and exact ``log p_σ(y | x)`` of a 2-D mixture: guidance towards class 0."""
+    """Exact denoiser and exact ``log p_σ(y | x)`` of a 2-D mixture: guidance towards class 0.
+
+    No network: closed-form float64 densities of 500 points, kept on the CPU on purpose."""
     gmm = GaussianMixture(weights=[0.5, 0.3, 0.2],
                           means=[[-1.5, 0.0], [1.5, 0.5], [0.0, -1.8]],
                           covs=[[[0.3, 0.1], [0.1, 0.2]], [[0.2, -0.05], [-0.05, 0.3]],

@@ -114,8 +114,6 @@ PRESETS = make_presets(
                  digits_tols=(1e-2, 1e-3)),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "gmm/sw_ode"
 PEER = "gmm/sw_exact_ode"
 
@@ -123,11 +121,14 @@ BOUNDS = (-3.5, 3.5)
 
 
 def _eps_denoiser(model, process):
-    """σ-space denoiser of a VP ε-model; the network runs in float32 whatever the sampler's."""
+    """σ-space denoiser of a VP ε-model; the network runs in float32 on its own device
+    (``run.device``) whatever the sampler's dtype, and the result comes back to ``x``'s device
+    and dtype: the 2-D samplers and the exact mixture keep their float64 points on the CPU."""
     learned = as_denoiser(model, process, "eps")
+    device = next(model.parameters()).device
 
     def denoiser(x, sigma):
-        return learned(x.float(), sigma.float()).to(x.dtype)
+        return learned(x.to(device, torch.float32), sigma.to(device, torch.float32)).to(x)
 
     return denoiser
 
@@ -359,15 +360,18 @@ def _digits_likelihood(run, config: Config):
     """Bits/dim of dequantised test digits through the probability-flow ODE (Hutchinson)."""
     spec = H.DequantSpec(channels=config.digits_channels, epochs=config.digits_epochs,
                          seed=config.seed)
-    model, meta = H.train_dequantized_denoiser(spec, config.out, run.log, run.track)
+    dev = run.device
+    model, meta = H.train_dequantized_denoiser(spec, config.out, run.log, run.track, dev)
     # fixed dequantisation noise and probes: every run with this seed scores the same points
+    # (the noise from numpy on the CPU; the images, the probes and the ODE on run.device)
     rng = np.random.default_rng([config.seed, 17])
-    test = H.dequantized_digits("test", rng)[:config.digits_test]
-    train = H.dequantized_digits("train", rng)[:config.digits_test]
+    test = H.dequantized_digits("test", rng)[:config.digits_test].to(dev)
+    train = H.dequantized_digits("train", rng)[:config.digits_test].to(dev)
     lims = (config.digits_sigma_min, config.digits_sigma_max)
 
     def bpd(y, tol, seed):
-        return H.ode_bits_per_dim(model, y, *lims, tol, torch.Generator().manual_seed(seed))
+        b, nfe = H.ode_bits_per_dim(model, y, *lims, tol, torch.Generator(dev).manual_seed(seed))
+        return b.cpu(), nfe
 
     test_bpd, nfe = bpd(test, config.digits_tol, config.seed)
     train_bpd, _ = bpd(train, config.digits_tol, config.seed + 1)

@@ -64,17 +64,15 @@ PRESETS = make_presets(
                  samplers=("euler", "heun", "dpmpp_2m", "ddpm"), ref_steps=100),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "fid/heun_35nfe"
 PEER = "fid/ddpm_reference"
 
 
 def load_models(config: Config, run):
     """The denoiser, the FID scorer and their training metadata (cached across topics)."""
-    model, meta = H.train_denoiser(config.spec, config.out, run.log, run.track)
+    model, meta = H.train_denoiser(config.spec, config.out, run.log, run.track, run.device)
     fnet, fmeta = H.train_classifier(config.clf_spec, model.sigma_data, config.out, run.log,
-                                     run.track)
+                                     run.track, run.device)
     return model, H.DigitsFID(fnet), meta, fmeta
 
 
@@ -101,13 +99,16 @@ def run(config: Config) -> Result:
                          "acc/real_test": scorer.accuracy(x_test, y_test)})
         run.log(f"FID of the real test split vs train (noise floor) = {floor:.3f}")
 
-        labels = H.balanced_labels(config.n_fid)
+        # x_test, y_test stay on the CPU (the scorer moves images to its network and compares
+        # labels on the CPU); the denoiser's labels and every sample live on run.device.
+        labels = H.balanced_labels(config.n_fid, run.device)
+        labels_cpu = labels.cpu()
         denoiser = H.conditional(model, labels)
         seed = config.seed + 1000  # the same initial noise for every sampler
-        ref = H.sample(denoiser, "ddpm", config.ref_steps, config.n_fid, seed)
+        ref = H.sample(denoiser, "ddpm", config.ref_steps, config.n_fid, seed, device=run.device)
         ref_fid = scorer.fid(ref)
         run.log_metrics({"fid/ddpm_reference": ref_fid,
-                         "acc/ddpm_reference": scorer.accuracy(ref, labels),
+                         "acc/ddpm_reference": scorer.accuracy(ref, labels_cpu),
                          "nfe/ddpm_reference": config.ref_steps})
         run.log(f"DDPM {config.ref_steps} steps: FID {ref_fid:.3f}")
 
@@ -119,13 +120,13 @@ def run(config: Config) -> Result:
         for name, budget in run.track(jobs, "samplers x NFE"):
             n_steps = H.steps_for_nfe(name, budget)
             nfe = H.nfe_of(name, n_steps)
-            x = H.sample(denoiser, name, n_steps, config.n_fid, seed)
-            fid, acc = scorer.fid(x), scorer.accuracy(x, labels)
+            x = H.sample(denoiser, name, n_steps, config.n_fid, seed, device=run.device)
+            fid, acc = scorer.fid(x), scorer.accuracy(x, labels_cpu)
             curves.setdefault(name, []).append((nfe, fid, acc))
             samples[(name, nfe)] = x
             run.log_metrics({f"fid/{name}_{nfe}nfe": fid})
             run.log(f"{name:15s} {n_steps:4d} steps {nfe:4d} NFE  FID {fid:8.3f}  acc {acc:.3f}")
-        run.log_metrics({"acc/heun_35nfe": scorer.accuracy(samples[("heun", 35)], labels)})
+        run.log_metrics({"acc/heun_35nfe": scorer.accuracy(samples[("heun", 35)], labels_cpu)})
         for name, pts in curves.items():
             n5 = _first_within([(n, f) for n, f, _ in pts], 1.05 * ref_fid)
             if not math.isnan(n5):

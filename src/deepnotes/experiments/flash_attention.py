@@ -166,6 +166,25 @@ def peak_memory_supported() -> bool:
         return False
 
 
+def release_malloc_thresholds() -> None:
+    """Undo :func:`peak_memory_supported`'s 64 KiB thresholds for the rest of the process.
+
+    Setting a threshold turns glibc's dynamic adjustment off for good, so the best we can do is
+    the state that adjustment reaches after a large free (mmap threshold 32 MiB, trim threshold
+    twice that): later work in the same process (a test session) then does not pay a fresh
+    mapping and its page faults for every block above 64 KiB.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory_mib(fn) -> float:
     """Extra peak resident memory of ``fn()`` in MiB above the resident size before the call.
 
@@ -502,7 +521,10 @@ def run(config: Config) -> Result:
             })
             run.save_figure(tiles_figure(config), "tiles")
             if run.device.type == "cpu" and peak_memory_supported():
-                mem = measure_memory(config, run)
+                try:
+                    mem = measure_memory(config, run)
+                finally:
+                    release_malloc_thresholds()
                 last = len(config.seq_lens) - 1
                 n_max = config.seq_lens[last]
                 metrics = {"memory/max_len": n_max}

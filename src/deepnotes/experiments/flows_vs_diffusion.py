@@ -32,7 +32,7 @@ from deepnotes.data import get_toy
 from deepnotes.data.toy2d import EightGaussians
 from deepnotes.diffusion.gmm import GaussianMixture
 from deepnotes.diffusion.rectified_flow import straightness
-from deepnotes.experiments._flows_common import plot_density, plot_samples
+from deepnotes.experiments._flows_common import model_device, plot_density, plot_samples
 from deepnotes.generative.flows.cnf import CNF
 from deepnotes.nn.training import fit
 
@@ -88,16 +88,15 @@ PRESETS = make_presets(
                  n_probe_points=64, n_probes=8, trace_timing_steps=4),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "toy/fm_test_nll_nats"
 PEER = "toy/ml_test_nll_nats"
 
 
 def _nll(model: CNF, x: torch.Tensor) -> tuple[float, int]:
-    """Mean test NLL (nats) by the adaptive solver with the exact trace, and its NFE."""
+    """Mean test NLL (nats) by the adaptive solver with the exact trace, and its NFE (on the
+    model's device)."""
     with torch.no_grad():
-        lp, info = model.log_prob(x, trace="exact", return_info=True)
+        lp, info = model.log_prob(x.to(model_device(model)), trace="exact", return_info=True)
     return -float(lp.double().mean()), info["nfe"]
 
 
@@ -107,13 +106,15 @@ def train(model: CNF, method: str, toy, cfg: Config, run, x_curve: torch.Tensor)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     checkpoints = set(np.linspace(0, steps, cfg.n_evals + 1)[1:].round().astype(int).tolist())
-    gen = torch.Generator().manual_seed(int(run.rng.integers(2**31)))
+    device = model_device(model)
+    # the loss's noise (times, probes) is drawn on the model's device
+    gen = torch.Generator(device).manual_seed(int(run.rng.integers(2**31)))
     curve, train_s, t0 = [(0.0, _nll(model, x_curve)[0])], 0.0, 0.0
 
     def batches(step):
         nonlocal t0
         t0 = time.perf_counter()  # a step's time runs from its batch to its callback
-        return torch.from_numpy(toy.sample(cfg.batch, run.rng)).float()
+        return torch.from_numpy(toy.sample(cfg.batch, run.rng)).float().to(device)
 
     def loss_fn(m, x):
         return m.nll_loss(x, gen) if method == "ml" else m.flow_matching_loss(x, gen)
@@ -134,12 +135,15 @@ def train(model: CNF, method: str, toy, cfg: Config, run, x_curve: torch.Tensor)
 def path_straightness(model: CNF, n: int, rng) -> float:
     """Liu et al.'s straightness ``∫ E||(ε − x_0) − f(x_t, t)||² dt`` of the sampling paths from
     ``n`` base draws (0 for straight paths at constant speed), on a 32-step Euler grid."""
-    z = model.base.sample(n, torch.Generator().manual_seed(int(rng.integers(2**31))))
+    gen = torch.Generator(model_device(model)).manual_seed(int(rng.integers(2**31)))
+    z = model.base.sample(n, gen)
     return float(straightness(model.velocity, z, torch.linspace(1.0, 0.0, 33)))
 
 
 def oracle(toy) -> CNF | None:
-    """The CNF driven by the exact rectified-flow velocity of an 8-gaussians toy, else None."""
+    """The CNF driven by the exact rectified-flow velocity of an 8-gaussians toy, else None.
+
+    No network: a closed-form float64 mixture, kept on the CPU."""
     if not isinstance(toy, EightGaussians):
         return None
     k = toy.n_modes
@@ -150,9 +154,9 @@ def oracle(toy) -> CNF | None:
 
 def plot_trajectories(ax, toy, model: CNF, title: str, rng, n: int = 300, n_t: int = 16):
     """Paths from base draws at t = 1 (grey dots) to samples at t = 0 (coloured dots)."""
-    z = torch.from_numpy(rng.standard_normal((n, 2))).float()
+    z = torch.from_numpy(rng.standard_normal((n, 2))).float().to(model_device(model))
     with torch.no_grad():
-        xs = model.trajectory(z, np.linspace(1.0, 0.0, n_t)).numpy()      # (T, n, 2)
+        xs = model.trajectory(z, np.linspace(1.0, 0.0, n_t)).cpu().numpy()      # (T, n, 2)
     ax.plot(xs[:, :, 0], xs[:, :, 1], color=PALETTE[0], lw=0.4, alpha=0.35)
     ax.scatter(xs[0, :, 0], xs[0, :, 1], s=2, color=PALETTE[7], alpha=0.5)
     ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=2, color=PALETTE[1])
@@ -166,7 +170,8 @@ def plot_data_to_noise(ax, toy, model: CNF, title: str, n_lines: int = 15, n_pts
     lines = [np.stack(p, 1) for v in np.linspace(lo, hi, n_lines)
              for p in ((s, np.full_like(s, v)), (np.full_like(s, v), s))]
     with torch.no_grad():
-        z = model.trajectory(torch.from_numpy(np.concatenate(lines)).float(), [0.0, 1.0])[-1]
+        x = torch.from_numpy(np.concatenate(lines)).float().to(model_device(model))
+        z = model.trajectory(x, [0.0, 1.0])[-1].cpu()
     for i, zi in enumerate(z.view(len(lines), n_pts, 2).numpy()):
         ax.plot(zi[:, 0], zi[:, 1], lw=0.6, color=PALETTE[(i // 2) % 2])
     _frame(ax, (-4.0, 4.0), title)
@@ -179,22 +184,23 @@ def _frame(ax, bounds, title: str) -> None:
 
 def trace_study(model: CNF, toy, cfg: Config, run) -> dict:
     """Hutchinson log-density errors per probe, and ML step times per trace estimator."""
-    x = torch.from_numpy(toy.sample(cfg.n_probe_points, run.rng)).float()
+    device = model_device(model)
+    x = torch.from_numpy(toy.sample(cfg.n_probe_points, run.rng)).float().to(device)
     with torch.no_grad():
         exact = model.log_prob(x, trace="exact")
-    gen = torch.Generator().manual_seed(int(run.rng.integers(2**31)))
+    gen = torch.Generator(device).manual_seed(int(run.rng.integers(2**31)))
     out = {"errors": {}}
     reps = x.repeat(cfg.n_probes, 1)                     # (n_probes · n, 2): one solve for all
     for probe in ("rademacher", "gaussian"):
         with torch.no_grad():
             est = model.log_prob(reps, trace="hutchinson", probe=probe, generator=gen)
         err = (est.view(cfg.n_probes, -1) - exact).double()                 # (n_probes, n)
-        out["errors"][probe] = err.numpy().ravel()
+        out["errors"][probe] = err.cpu().numpy().ravel()
         # per-point spread, pooled: sqrt of the mean per-point variance over probes
         out[f"trace/{probe}_logp_std_nats"] = float(err.var(0).mean().sqrt())
         out[f"trace/{probe}_logp_bias_nats"] = float(err.mean())
         out[f"trace/{probe}_logp_bias_se_nats"] = float(err.std() / math.sqrt(err.numel()))
-    xb = torch.from_numpy(toy.sample(cfg.batch, run.rng)).float()
+    xb = torch.from_numpy(toy.sample(cfg.batch, run.rng)).float().to(device)
     for trace in ("exact", "hutchinson"):
         m = copy.deepcopy(model)
         m.trace = trace
@@ -235,8 +241,10 @@ def run(config: Config) -> Result:
             _frame(ax_s[row, 0], toy.bounds, f"{toy_name}: data")
             for col, method in enumerate(METHODS, start=1):
                 torch.manual_seed(int(run.rng.integers(2**31)))
+                # built on the CPU (the same initial weights everywhere), run on run.device
                 model = CNF(2, hidden=cfg.hidden, depth=cfg.depth, trace="exact",
-                            rk4_steps=cfg.rk4_steps, rtol=cfg.rtol, atol=cfg.atol)
+                            rk4_steps=cfg.rk4_steps, rtol=cfg.rtol,
+                            atol=cfg.atol).to(run.device)
                 step_ms, curve = train(model, method, toy, cfg, run, x_curve)
                 nll, nfe = _nll(model, x_t)
                 straight = path_straightness(model, 1000, run.rng)

@@ -81,8 +81,6 @@ PRESETS = make_presets(
                  eval_every=5, grid=120),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "digits/test_bits_per_dim"
 PEER = None
 
@@ -96,7 +94,9 @@ def run(config: Config) -> Result:
         fig, axes = new_figure(len(cfg.toys), 4, size=(13.0, 3.3 * len(cfg.toys)), squeeze=False)
         for row, name in enumerate(cfg.toys):
             toy = get_toy(name)
-            model = NICE(2, cfg.toy_couplings, cfg.toy_hidden, n_hidden=2)
+            # built on the CPU (the same initial weights everywhere), trained on run.device;
+            # the batches are drawn on the CPU and moved by train_flow
+            model = NICE(2, cfg.toy_couplings, cfg.toy_hidden, n_hidden=2).to(run.device)
             train_flow(model, lambda _s, toy=toy: torch.from_numpy(
                 toy.sample(cfg.toy_batch, run.rng)).float(), cfg.toy_steps, cfg.toy_lr, run,
                 f"NICE on {name}")
@@ -112,9 +112,9 @@ def run(config: Config) -> Result:
         results, samples = {}, {}
         for prior in cfg.priors:
             model = NICE(64, cfg.digits_couplings, cfg.digits_hidden, cfg.digits_n_hidden,
-                         prior=prior)
+                         prior=prior).to(run.device)
             x0, _ = load_digits("train", "dequantized", flatten=True, rng=run.rng)
-            model.initialize_scaling(torch.from_numpy(x0))
+            model.initialize_scaling(torch.from_numpy(x0).to(run.device))
             res = fit_digits(model, cfg, run, f"NICE ({prior})")
             results[prior] = res
             run.log_metrics({f"digits/{prior}_test_bits_per_dim": res["test_bits_per_dim"],
@@ -123,7 +123,7 @@ def run(config: Config) -> Result:
             run.log(f"NICE ({prior} prior): test {res['test_bits_per_dim']:.3f} bits/dim, "
                     f"train {res['train_bits_per_dim']:.3f}, {res['step_ms']:.2f} ms/step")
             with torch.no_grad():
-                samples[prior] = model.sample(64).numpy()
+                samples[prior] = model.sample(64).cpu().numpy()
         run.log_metrics({"digits/test_bits_per_dim": results[cfg.priors[0]]["test_bits_per_dim"],
                          "digits/uniform_bits_per_dim": math.log2(N_LEVELS)})
 

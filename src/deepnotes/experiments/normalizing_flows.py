@@ -39,6 +39,7 @@ from deepnotes.experiments._flows_common import (
     digits_mosaic,
     evaluate_toy,
     fit_digits,
+    model_device,
     plot_density,
     plot_samples,
     train_flow,
@@ -145,8 +146,6 @@ PRESETS = make_presets(
                  test_noise_draws=2, eval_every=3, grid=100),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "toys/glow_mean_kl_nats"
 PEER = None
 
@@ -179,7 +178,13 @@ VI_WINDOW = 4.0  # the paper's plotting window [-4, 4]²
 
 
 def fit_vi(cfg: Config, run) -> None:
-    """Planar flows with K layers fitted to each energy by reverse KL; metrics and figure."""
+    """Planar flows with K layers fitted to each energy by reverse KL; metrics and figure.
+
+    Each flow is initialised on the CPU from ``gen`` and trains on ``run.device``. On the CPU
+    the same ``gen`` then draws the training samples; elsewhere a generator on the device,
+    seeded alike, does (a generator draws on its own device only). The target densities of the
+    figure are closed-form and stay on the CPU."""
+    dev = run.device
     n_e, n_k = len(cfg.vi_energies), len(cfg.vi_layers)
     fig, axes = new_figure(n_e, n_k + 1, size=(2.6 * (n_k + 1), 2.6 * n_e), squeeze=False)
     c = np.linspace(-VI_WINDOW, VI_WINDOW, cfg.grid)
@@ -193,8 +198,11 @@ def fit_vi(cfg: Config, run) -> None:
         axes[row, 0].imshow(truth.numpy(), origin="lower", extent=extent, cmap="viridis")
         _vi_title(axes[row, 0], f"{name}: exp(-U)/Z")
         for col, k in enumerate(cfg.vi_layers):
-            gen = torch.Generator().manual_seed(int(run.rng.integers(2**31)))
-            flow = vi_flow(k, "planar", generator=gen)
+            seed = int(run.rng.integers(2**31))
+            gen = torch.Generator().manual_seed(seed)
+            flow = vi_flow(k, "planar", generator=gen).to(dev)
+            if dev.type != "cpu":
+                gen = torch.Generator(dev).manual_seed(seed)
             opt = torch.optim.Adam(flow.parameters(), lr=cfg.vi_lr)
             for step in run.track(range(cfg.vi_steps), f"planar K={k} on {name}"):
                 beta = min(1.0, 0.1 + 0.9 * step / max(cfg.vi_anneal, 1))
@@ -205,7 +213,7 @@ def fit_vi(cfg: Config, run) -> None:
                 opt.step()
             with torch.no_grad():
                 kl = float(reverse_kl(flow.double(), energy, cfg.vi_eval_samples, gen)) + log_z
-                dens = flow.log_prob(grid).exp().reshape(cfg.grid, cfg.grid)
+                dens = flow.log_prob(grid.to(dev)).exp().reshape(cfg.grid, cfg.grid).cpu()
             run.log_metrics({f"vi/{name}_K{k}_kl_nats": kl})
             run.log(f"planar K={k} on {name}: KL(q || p) = {kl:.3f} nats")
             axes[row, col + 1].imshow(dens.numpy(), origin="lower", extent=extent,
@@ -223,15 +231,17 @@ def _vi_title(ax, title: str) -> None:
 def interpolations(model, x_a: torch.Tensor, x_b: torch.Tensor, n_steps: int) -> np.ndarray:
     """Decode ``(1 - t) f(x_a) + t f(x_b)`` for ``n_steps`` values of t in [0, 1].
 
-    ``x_a``, ``x_b``: (P, 64) in [0, 1]; returns (P · n_steps, 64), pair by pair.
+    ``x_a``, ``x_b``: (P, 64) in [0, 1]; returns (P · n_steps, 64), pair by pair. Computed on
+    the model's device.
     """
+    device = model_device(model)
     with torch.no_grad():
-        z_a, _ = model(x_a)
-        z_b, _ = model(x_b)
-        t = torch.linspace(0, 1, n_steps)[None, :, None]  # (1, T, 1)
+        z_a, _ = model(x_a.to(device))
+        z_b, _ = model(x_b.to(device))
+        t = torch.linspace(0, 1, n_steps, device=device)[None, :, None]  # (1, T, 1)
         z = ((1 - t) * z_a[:, None] + t * z_b[:, None]).reshape(-1, z_a.shape[1])
         x, _ = model.inverse(z)
-    return x.numpy()
+    return x.cpu().numpy()
 
 
 def run(config: Config) -> Result:
@@ -248,7 +258,9 @@ def run(config: Config) -> Result:
             x_test = toy.sample(5000, run.rng)
             plot_density(ax_d[row, 0], toy, None, cfg.grid, f"{toy_name}: truth")
             for col, name in enumerate(cfg.models):
-                model = build(name, 2, cfg, digits=False)
+                # built on the CPU (the same initial weights everywhere), trained on
+                # run.device; train_flow moves the CPU-drawn batches there
+                model = build(name, 2, cfg, digits=False).to(run.device)
                 lr = cfg.toy_planar_lr if name in ("planar", "radial") else cfg.toy_lr
                 t0 = time.perf_counter()
                 train_flow(model, lambda _s, toy=toy: torch.from_numpy(
@@ -282,7 +294,7 @@ def run(config: Config) -> Result:
         x_a = torch.from_numpy(x_show[[a for a, _ in pair_idx]])
         x_b = torch.from_numpy(x_show[[b for _, b in pair_idx]])
         for name in cfg.digits_models:
-            model = build(name, 64, cfg, digits=True)
+            model = build(name, 64, cfg, digits=True).to(run.device)
             fit_cfg = (dataclasses.replace(cfg, digits_epochs=cfg.image_epochs)
                        if name.endswith("_image") else cfg)
             res = fit_digits(model, fit_cfg, run, LABELS[name])
@@ -293,7 +305,7 @@ def run(config: Config) -> Result:
             run.log(f"{LABELS[name]} on digits: test {res['test_bits_per_dim']:.3f} bits/dim, "
                     f"train {res['train_bits_per_dim']:.3f}, {res['step_ms']:.2f} ms/step")
             with torch.no_grad():
-                samples[name] = model.sample(64).numpy()
+                samples[name] = model.sample(64).cpu().numpy()
             interps[name] = interpolations(model, x_a, x_b, 9)
         run.log_metrics({"digits/uniform_bits_per_dim": math.log2(N_LEVELS)})
 

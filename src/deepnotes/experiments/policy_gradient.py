@@ -77,8 +77,9 @@ PRESETS = make_presets(
                  variance_points=4, ar_iterations=2000, greedy_iterations=2000, greedy_seeds=3),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
+#: No networks: REINFORCE and its variants are numba kernels over a softmax-linear policy, and
+#: the exact gradients are float64 solves on 25 states (torch autograd on the CPU).
+CPU_ONLY = "its learners are numba kernels and its exact gradients small float64 solves"
 HEADLINE = "reinforce/v_bar_gap"
 PEER = None  # the exact optimum of value iteration is the reference
 

@@ -112,19 +112,20 @@ PRESETS = make_presets(
                  vae_hidden=128, eval_every=2, eval_samples=4, iw_samples=64),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "vae/test_neg_elbo_nats"
 PEER = None
 
 
-def _torch_gen(run) -> torch.Generator:
-    return torch.Generator().manual_seed(int(run.rng.integers(2**62)))
+def _torch_gen(run, device=None) -> torch.Generator:
+    """A generator on ``device`` (default CPU) seeded from ``run.rng``."""
+    return torch.Generator(device or "cpu").manual_seed(int(run.rng.integers(2**62)))
 
 
 # ---- part 1: gradient variance versus number of samples ------------------------------------------
 def gradient_variance(cfg: Config, run) -> dict[str, np.ndarray]:
-    """Trace of the covariance of the S-sample mean gradient (w.r.t. μ and σ) per estimator."""
+    """Trace of the covariance of the S-sample mean gradient (w.r.t. μ and σ) per estimator.
+
+    No network: float64 vectors of a few dimensions, kept on the CPU (as in part 2)."""
     d = cfg.gauss_dim
     mu = torch.full((d,), cfg.gauss_mu, dtype=torch.float64)
     sigma = torch.full((d,), cfg.gauss_sigma, dtype=torch.float64)
@@ -215,11 +216,14 @@ def simplex_figure(cfg: Config, run):
 def train_vae(cfg: Config, run, estimator: str, x_train: torch.Tensor, x_test: torch.Tensor):
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    # built on the CPU (the same initial weights everywhere), trained on the data's device
+    # (run.device); the batch order and the noise come from generators on that device
+    dev = x_train.device
     model = CategoricalVAE(x_train.shape[1], cfg.vae_latents, cfg.vae_classes, cfg.vae_hidden,
-                           cfg.vae_n_hidden)
+                           cfg.vae_n_hidden).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    g = _torch_gen(run)
-    eval_g = torch.Generator().manual_seed(cfg.seed)  # same eval noise for every estimator
+    g = _torch_gen(run, dev)
+    eval_g = torch.Generator(dev).manual_seed(cfg.seed)  # same eval noise for every estimator
     n = len(x_train)
     steps_per_epoch = math.ceil(n / cfg.batch)
     total = cfg.epochs * steps_per_epoch
@@ -238,7 +242,7 @@ def train_vae(cfg: Config, run, estimator: str, x_train: torch.Tensor, x_test: t
         nonlocal perm
         b = step % steps_per_epoch
         if b == 0:
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g, device=dev)
         return x_train[perm[b * cfg.batch:(b + 1) * cfg.batch]], step
 
     def loss_fn(m, batch):
@@ -334,8 +338,9 @@ def run(config: Config) -> Result:
         run.save_figure(simplex_figure(cfg, run), "gumbel_simplex")
 
         # ---- 3. discrete VAE -----------------------------------------------------------------
-        x_train = torch.from_numpy(load_digits("train", "binarized", flatten=True)[0])
-        x_test = torch.from_numpy(load_digits("test", "binarized", flatten=True)[0])
+        dev = run.device
+        x_train = torch.from_numpy(load_digits("train", "binarized", flatten=True)[0]).to(dev)
+        x_test = torch.from_numpy(load_digits("test", "binarized", flatten=True)[0]).to(dev)
         # Reference without latents: independent Bernoulli pixels, Laplace-smoothed frequencies
         p_pix = (x_train.sum(0) + 1) / (len(x_train) + 2)
         indep = -(x_test * p_pix.log() + (1 - x_test) * (-p_pix).log1p()).sum(1).mean().item()
@@ -372,16 +377,16 @@ def run(config: Config) -> Result:
         x_show = x_test[:32]
         n_est = len(cfg.estimators)
         fig, axes = new_figure(1, 1 + n_est, size=(3.3 * (1 + n_est), 2.4))
-        digits_mosaic(axes[0], x_show.numpy(), "test digits")
+        digits_mosaic(axes[0], x_show.cpu().numpy(), "test digits")
         for ax, est in zip(axes[1:], cfg.estimators, strict=True):
-            digits_mosaic(ax, models[est].reconstruct(x_show).numpy(), LABELS[est])
+            digits_mosaic(ax, models[est].reconstruct(x_show).cpu().numpy(), LABELS[est])
         fig.suptitle("reconstructions: pixel probabilities p(x | z) at the mode of q(z | x)")
         run.save_figure(fig, "vae_reconstructions")
 
         fig, axes = new_figure(1, n_est, size=(3.3 * n_est, 2.4), squeeze=False)
         for ax, est in zip(axes[0], cfg.estimators, strict=True):
-            probs = models[est].sample(32, generator=torch.Generator().manual_seed(cfg.seed))
-            digits_mosaic(ax, probs.numpy(), LABELS[est])
+            probs = models[est].sample(32, generator=torch.Generator(dev).manual_seed(cfg.seed))
+            digits_mosaic(ax, probs.cpu().numpy(), LABELS[est])
         fig.suptitle("samples: pixel probabilities p(x | z) for z drawn from the uniform prior")
         run.save_figure(fig, "vae_samples")
     return run.result

@@ -61,8 +61,6 @@ PRESETS = make_presets(
     quick=Config(td_episodes=5000, seeds=2, control_episodes=5000, dqn_iterations=2000),
     full=Config(),
 )
-#: Not yet ported to --device: its small networks run on the CPU (said once in the run's log).
-CPU_ONLY = "its networks have not been ported to --device yet"
 HEADLINE = "dqn/q_max_abs_error"
 PEER = None  # the exact DP solution and the exact TD fixed point are the references
 
@@ -169,8 +167,11 @@ def run(config: Config) -> Result:
 
         # --- DQN ---------------------------------------------------------------------------------
         t0 = time.perf_counter()
+        # TD-linear and linear control above are numba kernels on the CPU; DQN's MLP runs on
+        # run.device
         dqns = [vfa.dqn(env, config.dqn_iterations, n_transitions=config.dqn_transitions,
-                        seed=seed, eval_every=max(1, config.dqn_iterations // 40), **ref)
+                        seed=seed, eval_every=max(1, config.dqn_iterations // 40),
+                        device=run.device, **ref)
                 for seed in run.track(seeds, "DQN")]
         elapsed = time.perf_counter() - t0
         run.log_metrics({

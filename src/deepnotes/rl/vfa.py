@@ -443,7 +443,7 @@ def uniform_transitions(env, n_transitions: int, episode_length: int = 100,
 def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_length: int = 100,
         batch_size: int = 128, hidden: tuple[int, ...] = (64, 64), lr: float = 3e-3,
         target_update: int = 50, seed: int = 0, eval_every: int = 100, v_star=None, q_star=None,
-        tie_tol: float = 1e-6) -> DQNSolution:
+        tie_tol: float = 1e-6, device=None) -> DQNSolution:
     """Deep Q-learning (Eq. 7) from a fixed replay buffer of uniformly random transitions.
 
     The network maps the normalised cell coordinates (x, y) to the five action values. Each
@@ -465,6 +465,10 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
     eval_every : int >= 1           iterations between entries of the history
     v_star, q_star : optional       exact references for ``history["v_error"]``,
                                     ``history["optimal_fraction"]``
+    device : torch device, optional where the networks, the buffer and the updates live
+                                    (default CPU); the weights are initialised and the
+                                    minibatch indices drawn on the CPU, so every device starts
+                                    from the same weights and visits the same minibatches
 
     Returns
     -------
@@ -485,11 +489,12 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
         raise ValueError(f"lr must be > 0, got {lr}")
     hidden = tuple(K.check_count(h, "hidden width") for h in hidden)
     seed = K.check_seed(seed)
+    device = torch.device("cpu") if device is None else torch.device(device)
     v_ref, mask = K.reference_arrays(v_star, q_star, S, A, tie_tol)
-    s_b, a_b, r_b, s2_b = (torch.as_tensor(x) for x in uniform_transitions(
+    s_b, a_b, r_b, s2_b = (torch.as_tensor(x).to(device) for x in uniform_transitions(
         env, n_transitions, episode_length, seed))
     r_b = r_b.float()
-    x_all = torch.as_tensor(cell_coordinates(env), dtype=torch.float32)  # (S, 2)
+    x_all = torch.as_tensor(cell_coordinates(env), dtype=torch.float32).to(device)  # (S, 2)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -502,6 +507,7 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
                                        if isinstance(m, torch.nn.Linear) else torch.nn.ReLU()
                                        for m in net])
         target.load_state_dict(net.state_dict())
+        net, target = net.to(device), target.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         history: dict[str, list] = {"iteration": [], "loss": []}
@@ -511,7 +517,7 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
             history["optimal_fraction"] = []
         running, count = 0.0, 0
         for it in range(1, iterations + 1):
-            idx = torch.randint(len(s_b), (batch_size,), generator=gen)
+            idx = torch.randint(len(s_b), (batch_size,), generator=gen).to(device)
             s, a, r, s2 = s_b[idx], a_b[idx], r_b[idx], s2_b[idx]
             with torch.no_grad():
                 y = r + gamma * target(x_all[s2]).max(dim=1).values  # (B,)
@@ -526,7 +532,7 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
                 target.load_state_dict(net.state_dict())
             if it % eval_every == 0 or it == iterations:
                 with torch.no_grad():
-                    q = net(x_all).double().numpy()
+                    q = net(x_all).double().cpu().numpy()
                 history["iteration"].append(it)
                 history["loss"].append(running / count)
                 running, count = 0.0, 0
@@ -536,7 +542,7 @@ def dqn(env, iterations: int = 4000, *, n_transitions: int = 2000, episode_lengt
                     history["optimal_fraction"].append(
                         float(mask[np.arange(S), greedy_policy(q, 0.0)].mean()))
     with torch.no_grad():
-        q = net(x_all).double().numpy()
+        q = net(x_all).double().cpu().numpy()
     return DQNSolution(q.max(axis=1), q, greedy_policy(q, 0.0), iterations, history, net=net)
 
 
