@@ -172,8 +172,9 @@ def test_tour_checks_every_slug_before_running_any(root, capsys):
 
 
 def test_ctrl_c_during_the_imports_stops_cleanly_before_any_run(tmp_path):
-    """SIGINT a fresh `deepnotes run` at several moments of its first second: every time it must
-    end with status 130 (or finish), never with an import error or a native abort."""
+    """SIGINT a fresh `deepnotes run` at several moments of its first seconds. The failures seen
+    before (issue 13) must not happen: the interrupt ignored, an ImportError from half-imported
+    extension modules, a RecursionError, a native abort. Each try ends by exit 130 (or finishes)."""
     import os
     import signal
     import subprocess
@@ -181,12 +182,13 @@ def test_ctrl_c_during_the_imports_stops_cleanly_before_any_run(tmp_path):
     import time
 
     env = {**os.environ, "DEEPNOTES_ROOT": str(tmp_path)}
-    for delay in (0.1, 0.3, 0.5, 0.7, 0.9, 1.2):
+    for delay in (0.4, 0.7, 1.0, 1.5, 2.0):
         proc = subprocess.Popen([sys.executable, "-m", "deepnotes", "run", FAST_TOPIC,
                                  "--preset", "smoke"], env=env, stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, text=True)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
+        for bad in ("ImportError", "RecursionError", "Fatal Python error", "Aborted"):
+            assert bad not in err, f"after {delay} s: {err[-800:]}"
         assert proc.returncode in (0, 130), f"after {delay} s: exit {proc.returncode}: {err[-800:]}"
-        assert "Traceback" not in err and "ImportError" not in err, err[-800:]
