@@ -9,11 +9,14 @@ probability-flow ODE log-density, ``ode`` our Dormand–Prince integrator, ``net
 backbone for 2-D data, ``unet`` a small U-Net (and its encoder as a noise-conditional
 classifier) for digit images, ``metrics`` the sliced Wasserstein and Fréchet distances, ``guidance``
 classifier and classifier-free guidance as denoiser wrappers, ``rectified_flow`` reflow pairs,
-path straightness and the flow-matching loss (``rectified_flow_loss``).
+path straightness and the flow-matching loss (``rectified_flow_loss``), ``autoencoder`` the
+KL-regularised autoencoder of latent diffusion (f = 4, c latent channels, latent scale from data),
+equal to diffusers' ``AutoencoderKL`` weight for weight.
 
 Algorithm modules here are pure: no file I/O, printing, plotting or CLI."""
 
 from deepnotes.diffusion import (
+    autoencoder,
     gmm,
     guidance,
     likelihood,
@@ -28,5 +31,5 @@ from deepnotes.diffusion import (
     unet,
 )
 
-__all__ = ["gmm", "guidance", "likelihood", "metrics", "networks", "ode", "parameterizations",
-           "processes", "rectified_flow", "samplers", "schedules", "unet"]
+__all__ = ["autoencoder", "gmm", "guidance", "likelihood", "metrics", "networks", "ode",
+           "parameterizations", "processes", "rectified_flow", "samplers", "schedules", "unet"]
