@@ -11,7 +11,8 @@
   into long labelled streams (:mod:`deepnotes.data.sensor_streams`).
 - :class:`ShapesWorld`, :class:`CaptionTokenizer`: 32×32 images of one to three coloured shapes
   with captions, a word-level tokenizer, the attributes and instance maps kept
-  (:mod:`deepnotes.data.shapes`).
+  (:mod:`deepnotes.data.shapes`; it uses torch, so it is imported from there and not here:
+  ``import deepnotes.data`` stays free of torch).
 """
 
 from deepnotes.data.digits import IMAGE_SHAPE, N_CLASSES, N_LEVELS, load_digits
@@ -24,13 +25,9 @@ from deepnotes.data.sensor_streams import (
     synthetic_stream,
     to_frames,
 )
-from deepnotes.data.shapes import CaptionTokenizer, ShapesBatch, ShapesWorld
 from deepnotes.data.toy2d import TOYS, Toy2D, get_toy, sample_toy
 
 __all__ = [
-    "CaptionTokenizer",
-    "ShapesBatch",
-    "ShapesWorld",
     "Stream",
     "basic_motions_streams",
     "load_basic_motions",
