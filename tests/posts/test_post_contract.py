@@ -4,10 +4,6 @@
   (``results/<slug>/`` and ``benchmarks/results/``), and no measured-looking number is typed in.
 - Every figure of the published run is placed in the text with a caption.
 - Both languages exist, with the same date, tags, equation numbers and figures.
-
-Posts written before references existed are converted one by one; the two lists below name those
-still waiting, and a test fails as soon as a listed post no longer needs its place (so the lists
-only shrink).
 """
 
 import re
@@ -17,15 +13,6 @@ import pytest
 from deepnotes.core import paths
 from deepnotes.core.posts import load_posts, post_file, post_slugs
 from deepnotes.core.references import bare_numbers, figure_refs, records_for, resolve
-
-#: Posts that still type measured numbers or leave figures unplaced (issue 14): to be emptied.
-NOT_YET_REFERENCED = {
-    "classifier-guidance", "diffusion-sde", "edm", "rectified-flow",
-}
-#: English posts whose Chinese version is not written yet (issue 22): to be emptied.
-NO_CHINESE_YET = {
-    "classifier-guidance", "diffusion-sde", "edm", "rectified-flow",
-}
 
 _TAG = re.compile(r"\\tag\{([^}]*)\}")
 
@@ -52,8 +39,6 @@ def test_every_reference_resolves_against_the_committed_records(post):
 
 @pytest.mark.parametrize("post", ALL)
 def test_no_measured_number_is_typed_in(post):
-    if post.slug in NOT_YET_REFERENCED:
-        pytest.skip("written before references; listed in NOT_YET_REFERENCED")
     found = bare_numbers(post.summary) + bare_numbers(post.body)
     assert not found, (f"{post.path}: measured-looking numbers outside references (use "
                        f"{{{{ metric: ... }}}} / {{{{ bench: ... }}}}, or mark a paper value "
@@ -62,30 +47,14 @@ def test_no_measured_number_is_typed_in(post):
 
 @pytest.mark.parametrize("post", ALL)
 def test_every_figure_of_the_published_run_is_placed_with_a_caption(post):
-    if post.slug in NOT_YET_REFERENCED:
-        pytest.skip("written before references; listed in NOT_YET_REFERENCED")
     records = _committed(post.slug)
     placed = {f.name for f in figure_refs(post.body)}
     missing = sorted(records.figures - placed)
     assert not missing, f"{post.path}: figures of the run not placed in the text: {missing}"
 
 
-def test_the_not_yet_lists_only_shrink():
-    still = set()
-    for slug in NOT_YET_REFERENCED:
-        post = ENGLISH[slug]
-        unplaced = _committed(slug).figures - {f.name for f in figure_refs(post.body)}
-        if bare_numbers(post.summary) + bare_numbers(post.body) or unplaced:
-            still.add(slug)
-    assert still == NOT_YET_REFERENCED, f"done, remove from NOT_YET_REFERENCED: " \
-        f"{sorted(NOT_YET_REFERENCED - still)}"
-    assert {s for s in NO_CHINESE_YET if s in CHINESE} == set(), "remove from NO_CHINESE_YET"
-
-
 @pytest.mark.parametrize("slug", post_slugs())
 def test_both_languages_exist(slug):
-    if slug in NO_CHINESE_YET:
-        pytest.skip("Chinese version not written yet; listed in NO_CHINESE_YET")
     assert post_file(slug, "zh").is_file(), f"{slug} has no Chinese post {post_file(slug, 'zh')}"
 
 
