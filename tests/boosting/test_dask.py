@@ -1,0 +1,183 @@
+"""deepnotes.boosting.dask on a LocalCluster of 2 worker processes (1 thread each): the trees equal
+the single-machine model's on the same data and bins; a worker killed mid-fit yields the same
+model (Dask recomputes from lineage) or a clear error, never a different model."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+from distributed import Client, LocalCluster  # noqa: E402
+
+from deepnotes.boosting import BinMapper, GBDTClassifier, GBDTRegressor  # noqa: E402
+from deepnotes.boosting.dask import (  # noqa: E402
+    DaskGBDTClassifier,
+    DaskGBDTRegressor,
+    WorkerLostError,
+    _merge_summaries,
+    _prune,
+    _summarize,
+)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _data(n=3000, nf=6, seed=0, missing=0.05):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, nf))
+    X[rng.random(X.shape) < missing] = np.nan
+    z = np.nansum(X[:, :3], axis=1) + 0.5 * rng.normal(size=n)
+    return X, z, rng
+
+
+def _assert_same_trees(dask_model, local_model):
+    a, b = dask_model.trees_, local_model.trees_
+    assert len(a) == len(b)
+    for ta, tb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ta.feature, tb.feature)
+        np.testing.assert_array_equal(ta.threshold, tb.threshold)
+        np.testing.assert_array_equal(ta.default_left, tb.default_left)
+        np.testing.assert_array_equal(ta.left, tb.left)
+        # only the summation order of the histograms differs
+        np.testing.assert_allclose(ta.value, tb.value, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ta.gain, tb.gain, rtol=1e-7, atol=1e-9)
+
+
+KW = dict(n_estimators=4, max_depth=4, max_bin=32)
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    dict(subsample=0.7, colsample_bytree=0.7, colsample_bynode=0.8, random_state=3),
+    dict(grow_policy="lossguide", max_leaves=7, max_depth=0),
+])
+def test_binary_trees_equal_single_machine(client, extra):
+    X, z, _ = _data()
+    y = (z > 0).astype(int)
+    # uneven row blocks, more blocks than workers
+    Xd, yd = da.from_array(X, chunks=(700, 3)), da.from_array(y, chunks=900)
+    params = {**KW, **extra}
+    model = DaskGBDTClassifier(**params).fit(Xd, yd)
+    local = GBDTClassifier(**params).fit(X, y)
+    _assert_same_trees(model, local)
+    np.testing.assert_array_equal(model.bin_mapper_.edges_,
+                                  BinMapper(32).fit(X).edges_)  # the exact pass
+    proba = model.predict_proba(Xd)
+    assert isinstance(proba, da.Array)
+    np.testing.assert_allclose(proba.compute(), local.predict_proba(X), rtol=1e-9)
+    np.testing.assert_array_equal(model.predict(Xd).compute(), model.to_local().predict(X))
+
+
+def test_multiclass_weighted_regression_and_dataframe(client):
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    X, z, rng = _data(seed=1)
+    y3 = np.digitize(z, [-1.0, 1.0])
+    Xd = da.from_array(X, chunks=1000)
+    model = DaskGBDTClassifier(**KW).fit(Xd, da.from_array(y3, chunks=1000))
+    _assert_same_trees(model, GBDTClassifier(**KW).fit(X, y3))
+
+    w = rng.random(len(z))
+    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    ddf = dd.from_pandas(df, npartitions=3)
+    ys = dd.from_pandas(pd.Series(z), npartitions=3)
+    ws = dd.from_pandas(pd.Series(w), npartitions=3)
+    model = DaskGBDTRegressor(**KW).fit(ddf, ys, sample_weight=ws)
+    local = GBDTRegressor(**KW).fit(df, z, sample_weight=w)
+    _assert_same_trees(model, local)
+    assert list(model.feature_names_in_) == list(df.columns)
+    np.testing.assert_allclose(model.predict(ddf).compute(), local.predict(df), rtol=1e-9)
+
+
+def test_summary_is_exact_when_small_and_bounded_when_pruned():
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(500, 2)), 2)
+    a, b = _summarize(X[:250], None, 10_000), _summarize(X[250:], None, 10_000)
+    v, c = _merge_summaries(a, b, 10_000)[0]
+    ref_v, ref_c = np.unique(X[:, 0], return_counts=True)
+    np.testing.assert_array_equal(v, ref_v)
+    np.testing.assert_array_equal(c, ref_c)
+    # pruned: total weight kept, every kept point's cumulative weight within W / size of exact
+    x = rng.normal(size=20_000)
+    vals, wts = _prune(np.sort(x), np.ones_like(x), 100)
+    assert len(vals) <= 100 and wts.sum() == pytest.approx(20_000)
+    exact_rank = np.searchsorted(np.sort(x), vals, side="right")
+    assert np.max(np.abs(np.cumsum(wts) - exact_rank)) <= 20_000 / 100 + 1
+
+
+def test_bad_input_is_rejected(client):
+    X, z, _ = _data(n=200)
+    with pytest.raises(TypeError, match="X must be a dask"):
+        DaskGBDTRegressor().fit(X, z)
+    Xd, zd = da.from_array(X, chunks=100), da.from_array(z, chunks=100)
+    with pytest.raises(ValueError, match="tree_method"):
+        DaskGBDTRegressor(tree_method="exact").fit(Xd, zd)
+    with pytest.raises(NotImplementedError, match="eval_set"):
+        DaskGBDTRegressor().fit(Xd, zd, eval_set=[(Xd, zd)])
+    with pytest.raises(ValueError, match="rows"):
+        DaskGBDTRegressor().fit(Xd, zd[:150])
+
+
+def _fit_and_kill(client, X, y, kw):
+    """Fit in a thread and SIGKILL one worker process after the third round."""
+    model, out = DaskGBDTClassifier(**kw), {}
+
+    def run():
+        try:
+            model.fit(X, y)
+        except Exception as exc:  # noqa: BLE001 - the test inspects what fit raised
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while getattr(model, "_rounds_done", 0) < 3 and thread.is_alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert thread.is_alive() and model._rounds_done < kw["n_estimators"]  # really mid-fit
+    pids = client.run(os.getpid)
+    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    return model, out.get("error")
+
+
+def test_killed_worker_gives_same_model_or_clear_error(client):
+    X, z, _ = _data(seed=2, missing=0.0)
+    y = (z > 0).astype(int)
+    kw = dict(n_estimators=25, max_depth=4, max_bin=32)
+    local = GBDTClassifier(**kw).fit(X, y)
+    # 1. data with lineage: Dask recomputes what the dead worker held; the model is the same
+    model, error = _fit_and_kill(client, da.from_array(X, chunks=600),
+                                 da.from_array(y, chunks=600), kw)
+    if error is None:
+        _assert_same_trees(model, local)
+    else:
+        assert isinstance(error, WorkerLostError), repr(error)
+    client.wait_for_workers(2, timeout=60)
+    # 2. scattered data (no lineage): the lost blocks cannot be recomputed -> a clear error,
+    #    and the estimator is left unfitted
+    import dask
+
+    blocks = [(X[i:i + 600], y[i:i + 600]) for i in range(0, len(y), 600)]
+    xs = client.scatter([b[0] for b in blocks])
+    ys = client.scatter([b[1] for b in blocks])
+    Xd = da.concatenate([da.from_delayed(dask.delayed(f), shape=(600, X.shape[1]), dtype=float)
+                         for f in xs])
+    yd = da.concatenate([da.from_delayed(dask.delayed(f), shape=(600,), dtype=y.dtype)
+                         for f in ys])
+    model, error = _fit_and_kill(client, Xd, yd, kw)
+    assert isinstance(error, WorkerLostError), repr(error)
+    assert "worker was lost" in str(error)
+    assert not hasattr(model, "_forest")
+    client.wait_for_workers(2, timeout=60)
