@@ -4,7 +4,8 @@ Modules, one per concept (as scikit-learn's histogram GBDT): ``binning`` (quanti
 ``histogram`` (gradient histograms, subtraction), ``splitting`` (second-order gain, leaf weights,
 sparsity-aware split search), ``grower`` (depth-wise / loss-guided growth, row partitioning),
 ``exact`` (exact greedy on presorted columns), ``predictor`` (flat trees, numba prediction),
-``objectives``, ``metrics``, ``model_io`` (JSON format), and the estimators in ``gbdt``;
+``objectives``, ``metrics``, ``model_io`` (JSON format), ``shap`` (TreeSHAP contributions and
+interaction values), and the estimators in ``gbdt``;
 ``dask`` fits the same trees on a Dask cluster (``DaskGBDTClassifier`` / ``DaskGBDTRegressor``;
 imported from there, so dask stays optional).
 Ensembles: ``cart`` (CART trees on the same bins, Gini / squared error), ``forest`` (decision

@@ -23,6 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from deepnotes.boosting import exact as _exact
 from deepnotes.boosting import model_io
+from deepnotes.boosting import shap as _shap
 from deepnotes.boosting.binning import BinMapper
 from deepnotes.boosting.grower import TreeParams, grow_tree
 from deepnotes.boosting.metrics import MAXIMIZE, METRICS
@@ -72,7 +73,10 @@ class _BaseGBDT(BaseEstimator):
     grow_policy : 'depthwise' | 'lossguide'
     min_child_weight : float       minimum hessian sum of a child
     reg_lambda, reg_alpha : float  L2 / L1 penalties on leaf weights (Eq. 3)
-    gamma : float                  minimum gain of a split (Eq. 4; half of xgboost's scale)
+    gamma : float                  minimum gain of a split (Eq. 4; half of xgboost's scale).
+                                   Trees' ``gain`` and importances are net of it (xgboost's
+                                   are not): xgboost's gain = 2 (our gain + gamma); see
+                                   :mod:`deepnotes.boosting.splitting` for where they differ
     subsample : float in (0, 1]    Bernoulli row sampling per round
     colsample_bytree, colsample_bynode : float in (0, 1]   feature sampling per tree / node
     max_bin : int                  non-missing bins per feature (``tree_method='hist'``)
@@ -344,6 +348,26 @@ class _BaseGBDT(BaseEstimator):
                 predict_raw(make_forest(self._trees[m * K:(m + 1) * K], self._tree_class[
                     m * K:(m + 1) * K]), X, out)
                 yield out.copy()
+
+    # --- explanations (TreeSHAP, Lundberg et al. 2018; see deepnotes.boosting.shap) ----------
+    def _shap(self, X, fn):
+        X = self._check_X(X)
+        with _threads(self.n_jobs):
+            out = fn(self._trees, self._tree_class, self.n_trees_per_round_, self._base_score, X)
+        return out[:, 0] if self.n_trees_per_round_ == 1 else out
+
+    def predict_contributions(self, X) -> np.ndarray:
+        """Exact TreeSHAP values, xgboost's ``pred_contribs`` layout: shape
+        (n_samples, n_features + 1), or (n_samples, K, n_features + 1) for K-class softmax.
+        The last column is the bias (base score plus each tree's cover-weighted mean); a row
+        sums to the raw score. NaN follows each split's default direction."""
+        return self._shap(X, _shap.tree_contributions)
+
+    def predict_interactions(self, X) -> np.ndarray:
+        """SHAP interaction values, xgboost's ``pred_interactions`` layout: shape
+        (n_samples, n_features + 1, n_features + 1), or (n_samples, K, ...) for K-class softmax;
+        summing the last axis gives :meth:`predict_contributions`."""
+        return self._shap(X, _shap.tree_interactions)
 
     # --- importances -----------------------------------------------------------------------
     def get_score(self, importance_type: str | None = None) -> np.ndarray:
