@@ -35,6 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from deepnotes.core.bench import bench_main
 from deepnotes.experiments.flash_attention import (
+    MEMORY_FLOOR_MIB,
     attention_call,
     attention_flops,
     peak_memory_mib,
@@ -58,8 +59,6 @@ def _cpu_call(method: str, q, k, v, causal: bool, backward: bool):
     return torch.autograd.grad(out, (qg, kg, vg), torch.ones_like(out))
 
 
-#: The peak-memory probe's resolution (the kernel's per-CPU RSS counters): smaller peaks are noise.
-PROBE_RESOLUTION_MIB = 2.0
 
 
 def cpu_rows(quick: bool) -> dict:
@@ -105,7 +104,7 @@ def cpu_rows(quick: bool) -> dict:
                     if mem_ok:  # a ratio only where the tiled peak is above the probe's noise
                         tiled = row["tiled_peak_mib"]
                         row["naive_over_tiled_peak_memory"] = (
-                            row["naive_peak_mib"] / tiled if tiled >= PROBE_RESOLUTION_MIB
+                            row["naive_peak_mib"] / tiled if tiled >= MEMORY_FLOOR_MIB
                             else None)
                     rows.append(row)
     finally:

@@ -3,8 +3,12 @@
 Peers: ``scipy.ndimage.maximum_filter1d`` (one thread, shifted by ``origin=-(k // 2)`` so that
 output i is the window [i, i + k), sliced to the n - k + 1 valid windows) and NumPy's
 ``sliding_window_view(x, k).max(-1)`` (O(nk)). Every output is checked equal to ours first.
-Throughput is input samples per second at the best of ``repeat`` calls after a warm-up call; the
-first call of each numba method (compilation or cache load) is reported on its own.
+Every contender gets one warm-up call and the same ``repeat`` timed calls, interleaved (one call
+of each per round, in turn), all recorded (``all_s``). Ours run twice per round: on all numba
+threads (``vhgw``, ``deque``; ``threads`` says how many) and on one thread (``vhgw_1thread``,
+``deque_1thread``), the fair row against the one-thread peers. Throughput is input samples per
+second at the best call; the first call of each numba method (compilation or cache load) is
+reported on its own.
 
 Usage: ``python benchmarks/sliding_window_maximum.py [--quick]``. Set NUMBA_NUM_THREADS before
 starting Python to change the thread count (recorded as ``numba_threads``).
@@ -17,7 +21,7 @@ import time
 
 import numpy as np
 
-from deepnotes.core.bench import bench_main, time_call
+from deepnotes.core.bench import bench_main
 
 
 def _first_call_s(fn) -> float:
@@ -64,10 +68,10 @@ def run(quick: bool = False) -> dict:
     from deepnotes.algorithms.sliding_window import sliding_window_max
 
     n = 200_000 if quick else 10_000_000
-    repeat = 3 if quick else 7
+    repeat = 3 if quick else 5
     x = np.random.default_rng(0).standard_normal(n)
     figures: dict = {
-        "n": n, "dtype": "float64", "numba_threads": numba.get_num_threads(),
+        "n": n, "dtype": "float64",
         "load_average_1min_before": os.getloadavg()[0],
         "throughput_unit": "million input samples per second (n / best time)",
         "jit": {
@@ -83,42 +87,46 @@ def run(quick: bool = False) -> dict:
                     "k10/k1000",
         },
     }
+    threads = numba.get_num_threads()
+    figures["numba_threads"] = threads
     for k in (10, 1000):
         m = n - k + 1
         ours_v = sliding_window_max(x, k, method="vhgw")
         if not (np.array_equal(ours_v, sliding_window_max(x, k, method="deque"))
                 and np.array_equal(ours_v, maximum_filter1d(x, k, origin=-(k // 2))[:m])):
             raise RuntimeError(f"outputs differ at k={k}")
-        entry: dict = {}
-        calls = {
-            "vhgw": lambda k=k: sliding_window_max(x, k, method="vhgw"),
-            "deque": lambda k=k: sliding_window_max(x, k, method="deque"),
-            "scipy": lambda k=k, m=m: maximum_filter1d(x, k, origin=-(k // 2))[:m],
-        }
-        for name, fn in calls.items():
-            t = time_call(fn, repeat=repeat if name != "scipy" else max(3, repeat // 2))
-            entry[name] = {**t, "melems_per_s": n / t["best_s"] / 1e6}
-        # NumPy is O(nk): at k=1000 one call on the full array takes seconds, so it runs once.
-        np_repeat = 3 if k == 10 or quick else 1
-        t = time_call(lambda k=k: sliding_window_view(x, k).max(axis=-1), repeat=np_repeat,
-                      warmup=1 if np_repeat > 1 else 0)
         if not np.array_equal(sliding_window_view(x[:5000], k).max(axis=-1), ours_v[:5000 - k + 1]):
             raise RuntimeError(f"numpy differs at k={k}")
-        entry["numpy"] = {**t, "melems_per_s": n / t["best_s"] / 1e6, "repeat": np_repeat,
-                          "n": n}
+        calls = {  # name: (call, numba threads it runs on)
+            "vhgw": (lambda k=k: sliding_window_max(x, k, method="vhgw"), threads),
+            "vhgw_1thread": (lambda k=k: sliding_window_max(x, k, method="vhgw"), 1),
+            "deque": (lambda k=k: sliding_window_max(x, k, method="deque"), threads),
+            "deque_1thread": (lambda k=k: sliding_window_max(x, k, method="deque"), 1),
+            "scipy": (lambda k=k, m=m: maximum_filter1d(x, k, origin=-(k // 2))[:m], 1),
+            "numpy": (lambda k=k: sliding_window_view(x, k).max(axis=-1), 1),
+        }
+        times: dict = {name: [] for name in calls}
+        try:
+            for r in range(repeat + 1):  # round 0 is the warm-up
+                for name, (fn, n_threads) in calls.items():
+                    numba.set_num_threads(n_threads)
+                    t0 = time.perf_counter()
+                    fn()
+                    if r:
+                        times[name].append(time.perf_counter() - t0)
+        finally:
+            numba.set_num_threads(threads)
+        entry: dict = {}
+        for name, (_, n_threads) in calls.items():
+            arr = np.asarray(times[name])
+            entry[name] = {"best_s": float(arr.min()), "median_s": float(np.median(arr)),
+                           "mean_s": float(arr.mean()), "all_s": times[name],
+                           "repeat": repeat, "threads": n_threads,
+                           "melems_per_s": n / float(arr.min()) / 1e6}
         scipy_rate = entry["scipy"]["melems_per_s"]
-        for name in ("vhgw", "deque", "numpy"):
+        for name in calls:
             entry[name]["speedup_vs_scipy"] = entry[name]["melems_per_s"] / scipy_rate
         figures[f"k{k}"] = entry
-    # Per-core figure: the same vHGW call restricted to one thread.
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        for k in (10, 1000):
-            t = time_call(lambda k=k: sliding_window_max(x, k, method="vhgw"), repeat=repeat)
-            figures[f"k{k}"]["vhgw_1thread"] = {**t, "melems_per_s": n / t["best_s"] / 1e6}
-    finally:
-        numba.set_num_threads(saved)
     figures["load_average_1min_after"] = os.getloadavg()[0]
     figures["target"] = "vhgw >= 5x scipy throughput at k=10 and k=1000"
     figures["target_met"] = all(figures[f"k{k}"]["vhgw"]["speedup_vs_scipy"] >= 5

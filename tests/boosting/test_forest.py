@@ -178,3 +178,47 @@ def test_bad_input_gives_clear_errors():
             RandomForestClassifier(n_estimators=2).set_params(**bad).fit(X, y)
     with pytest.raises(TypeError):
         RandomForestClassifier(max_depth=2.5).fit(X, y)
+
+
+@pytest.mark.parametrize("task", ["clf", "reg"])
+def test_packed_prediction_equals_the_reference_walk_exactly(task):
+    """The fast path (packed nodes, rows in lock step, row blocks on threads) adds the same
+    leaf values in the same order as the reference ``predict_trees``: equal to the last bit."""
+    import numba
+
+    from deepnotes.boosting.cart import predict_trees
+    from deepnotes.boosting.forest import pack_nodes, predict_packed
+    from deepnotes.boosting.gbdt import _threads
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(700, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan  # missing values take the learned default side
+    y = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) ** 2 + 0.3 * rng.normal(size=700)
+    if task == "clf":
+        y = np.digitize(y, [-0.5, 0.8])  # three classes
+        est = RandomForestClassifier(n_estimators=15, n_jobs=2, random_state=0)
+    else:
+        est = RandomForestRegressor(n_estimators=15, max_features=0.5, n_jobs=2, random_state=0)
+    est.fit(X, y)
+    nodes, value, roots = est._stacked
+    packed = pack_nodes(nodes)
+    Xt = np.ascontiguousarray(rng.normal(size=(1203, 6)))  # not a multiple of the group size
+    Xt[rng.random(Xt.shape) < 0.1] = np.nan
+    Xt[:5, 0] = [np.inf, -np.inf, 0.0, -0.0, 1e300]
+    for n in (1, 7, 8, 300, 1203):
+        ref = np.zeros((n, value.shape[1]))
+        predict_trees(Xt[:n], nodes, value, roots, ref)
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            out = np.zeros_like(ref)
+            with _threads(threads):
+                predict_packed(Xt[:n], packed, value, roots, out)
+            np.testing.assert_array_equal(out, ref)
+    raw = est._raw(Xt[5:])  # the estimator refuses infinities, as scikit-learn's does
+    ref = np.zeros_like(raw)
+    predict_trees(Xt[5:], nodes, value, roots, ref)
+    np.testing.assert_array_equal(raw, ref)
+    # a leaf is a self-loop: one more step from any leaf stays on it
+    leaf = nodes[:, 2] < 0
+    assert np.array_equal(packed["meta"][leaf] >> 32, np.flatnonzero(leaf))
+    with pytest.raises(ValueError, match="nodes"):
+        pack_nodes(nodes[:, :3])

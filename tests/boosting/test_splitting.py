@@ -63,3 +63,67 @@ def test_min_child_weight_blocks_small_children():
             1.0, 0.0, 0.0)
     assert find_best_split(hist, *args, 1.0)[1] == 0
     assert find_best_split(hist, *args, 1.5)[1] == -1  # left child's hessian is 1 < 1.5
+
+
+def test_reported_gain_is_net_of_gamma_and_half_of_xgboosts():
+    """Our ``gain`` (Eq. 4) is the halved bracket minus gamma; xgboost reports the bracket itself
+    (not net of its gamma) and compares it with its gamma: ours(gamma=g) grows xgboost's tree of
+    gamma=2g, and xgboost's gain = 2 (ours + g) node by node."""
+    import json
+
+    import xgboost as xgb
+    from sklearn.datasets import load_diabetes
+
+    from deepnotes.boosting import GBDTRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:300].astype(np.float32).astype(np.float64), y[:300]  # xgboost works in float32
+    kw = dict(n_estimators=1, learning_rate=0.5, base_score=150.0, max_depth=3, reg_lambda=1.0,
+              min_child_weight=1.0)
+    free = GBDTRegressor(tree_method="exact", gamma=0.0, **kw).fit(X, y).trees_[0]
+    split = free.left != -1
+    g = 0.25 * float(free.gain[split].min())  # prunes nothing: the same tree in both libraries
+    ours = GBDTRegressor(tree_method="exact", gamma=g, **kw).fit(X, y).trees_[0]
+    np.testing.assert_array_equal(ours.feature, free.feature)
+    np.testing.assert_allclose(ours.gain[split], free.gain[split] - g, rtol=1e-12)
+    theirs = xgb.XGBRegressor(tree_method="exact", n_jobs=1, gamma=2 * g, **kw).fit(X, y)
+    dump = json.loads(theirs.get_booster().get_dump(dump_format="json", with_stats=True)[0])
+    stack, n = [(0, dump)], 0
+    while stack:
+        node, xn = stack.pop()
+        n += 1
+        if "leaf" in xn:
+            assert ours.left[node] == -1
+            continue
+        assert ours.feature[node] == int(xn["split"][1:])
+        assert xn["gain"] == pytest.approx(2 * (ours.gain[node] + g), rel=1e-4)
+        kids = {c["nodeid"]: c for c in xn["children"]}
+        stack += [(ours.left[node], kids[xn["yes"]]), (ours.right[node], kids[xn["no"]])]
+    assert n == ours.n_nodes >= 7
+    # a gamma above the root's gain: both keep the root as a leaf (ours at g, xgboost at 2g)
+    big = float(free.gain[0]) * 1.01 + 1.0
+    stump = dict(kw, max_depth=1)
+    assert GBDTRegressor(tree_method="exact", gamma=big, **stump).fit(X, y).trees_[0].n_nodes == 1
+    dump = xgb.XGBRegressor(tree_method="exact", n_jobs=1, gamma=2 * big, **stump).fit(X, y)
+    assert "leaf" in json.loads(dump.get_booster().get_dump(dump_format="json")[0])
+
+
+def test_gamma_stops_growth_where_xgboost_prunes_after_growth():
+    """The documented difference in how gamma acts: a weak split above strong ones (XOR) is not
+    made by ours (gain - gamma <= 0 at growth), while xgboost grows first and prunes bottom-up
+    only splits whose children are leaves, so it keeps the weak root."""
+    import xgboost as xgb
+
+    from deepnotes.boosting import GBDTRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(400, 2)) + 0.1 * rng.random((400, 2))
+    y = 10.0 * ((X[:, 0] > 0.5) ^ (X[:, 1] > 0.5)) + 0.3 * (X[:, 0] > 0.5)
+    kw = dict(n_estimators=1, learning_rate=1.0, base_score=float(y.mean()), max_depth=2,
+              reg_lambda=1.0, min_child_weight=1.0)
+    free = GBDTRegressor(tree_method="exact", **kw).fit(X, y).trees_[0]
+    assert free.n_nodes == 7 and free.gain[0] < min(free.gain[1], free.gain[2])
+    g = float(free.gain[0]) + 1.0  # above the root's gain, below its children's
+    assert GBDTRegressor(tree_method="exact", gamma=g, **kw).fit(X, y).trees_[0].n_nodes == 1
+    theirs = xgb.XGBRegressor(tree_method="exact", n_jobs=1, gamma=2 * g, **kw).fit(X, y)
+    assert theirs.get_booster().get_dump()[0].count("leaf=") == 4

@@ -95,3 +95,48 @@ def test_ode_samplers_match_diffusers(gmm, name):
     torch.testing.assert_close(ours, theirs, **tol)
     other = (S.sample_euler if name != "euler" else S.sample_heun)(D, x_sigma, sigmas)
     assert float((other - theirs).abs().max()) > 100 * tol["atol"]
+
+
+def _ddim_trailing(gmm, n_steps):
+    sch = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                                  clip_sample=False, set_alpha_to_one=True,
+                                  timestep_spacing="trailing")
+    process, eps_model = _setup(gmm, sch, n_steps)
+    sch.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    x_t = torch.randn(B, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return sch, process, eps_model, x_t
+
+
+def test_ddim_trailing_spacing_matches_diffusers_when_n_divides_1000(gmm):
+    sch, process, eps_model, x_t = _ddim_trailing(gmm, 8)
+    theirs = _run_diffusers(sch, eps_model, x_t)
+    ts = sch.timesteps.double()
+    assert torch.equal(ts[:-1] - ts[1:], torch.full((7,), 125.0, dtype=torch.float64))
+    ours = S.sample_ddim(as_denoiser(eps_model, process, "eps"), x_t / process.alpha(ts[:1]),
+                         append_zero(process.sigma_of_t(ts)))
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_ddim_trailing_spacing_differs_from_diffusers_by_its_prev_timestep_rule(gmm):
+    """The documented difference (``sample_ddim``'s docstring): with a step count that does not
+    divide 1000, diffusers' step lands on ``t - 1000 // N`` and the next step reads that sample as
+    if it were at the next listed timestep; its last step lands on ``t = 0``, not σ = 0. We step
+    between consecutive listed timesteps (DDIM's sub-sequence) down to σ = 0."""
+    sch, process, eps_model, x_t = _ddim_trailing(gmm, 7)
+    theirs = _run_diffusers(sch, eps_model, x_t)
+    ts = sch.timesteps.double()
+    D = as_denoiser(eps_model, process, "eps")
+    ours = S.sample_ddim(D, x_t / process.alpha(ts[:1]), append_zero(process.sigma_of_t(ts)))
+    gap = float((ours - theirs).abs().max())
+    assert 1e-3 < gap < 0.2
+    # diffusers' rule written out in σ-space with our denoiser: matches it to float64 rounding
+    x = x_t
+    for t in ts:
+        prev = t - 1000 // 7
+        s, a, s_to, a_to = (float(process.sigma_of_t(t)), float(process.alpha(t)),
+                            float(process.sigma_of_t(prev)), float(process.alpha(prev)))
+        x_sigma = x / a
+        x0 = D(x_sigma, x.new_full((B,), s))
+        x = a_to * (x0 + s_to * (x_sigma - x0) / s)  # DDIM, η = 0, to `prev`, back to x_t
+    assert float(prev) == 0.0  # the last step lands on t = 0 (σ ≈ 0.01), not on σ = 0
+    torch.testing.assert_close(x, theirs, **TOL)

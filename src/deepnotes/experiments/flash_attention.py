@@ -537,8 +537,10 @@ def run(config: Config) -> Result:
                         trained = [val for val in values if not math.isnan(val)]
                         if trained and kind == "fwdbwd":
                             metrics[f"memory/{method}_fwdbwd_peak_mib_longest"] = trained[-1]
-                metrics["memory/naive_over_tiled_fwd"] = (mem["fwd"]["naive"][last]
-                                                          / mem["fwd"]["tiled"][last])
+                tiled_last = mem["fwd"]["tiled"][last]
+                if tiled_last >= MEMORY_FLOOR_MIB:  # a ratio only above the probe's resolution
+                    metrics["memory/naive_over_tiled_fwd"] = (mem["fwd"]["naive"][last]
+                                                              / tiled_last)
                 metrics["memory/score_matrix_mib"] = n_max**2 * 4 / 2**20
                 metrics["memory/train_max_len"] = max(n for n in config.seq_lens
                                                       if n <= config.train_max_len)
