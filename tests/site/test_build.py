@@ -337,3 +337,17 @@ def test_atom_entries_carry_the_rendered_post(site):
                  if e.find(f"{ATOM}link").get("href") == "posts/note-05/")
     content = entry.find(f"{ATOM}content")
     assert content.get("type") == "html" and 'class="katex' in content.text
+
+
+def test_every_page_links_its_version_in_the_other_language(site):
+    for page, other in [
+        (site / "index.html", site / "zh" / "index.html"),
+        (site / "archive" / "index.html", site / "zh" / "archive" / "index.html"),
+        (site / "category" / "optimization" / "index.html",
+         site / "zh" / "category" / "optimization" / "index.html"),
+        (site / "zh" / "posts" / "note-00" / "index.html",
+         site / "posts" / "note-00" / "index.html"),
+    ]:
+        links = re.findall(r'class="dn-lang-bar" href="([^"]+)"', read(page))
+        assert [resolve(page, h) for h in links] == [other], page
+        assert other.is_file()
