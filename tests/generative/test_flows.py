@@ -115,8 +115,12 @@ def test_inverse_and_log_det_float64(name, dim, batch, seed):
     jac, jac_inv = jacobians(model, x), jacobians(model.inverse, z)
     # autograd's Jacobian is exact; only round-off separates the two log-determinants
     torch.testing.assert_close(log_det, torch.linalg.slogdet(jac).logabsdet, rtol=0, atol=1e-8)
-    torch.testing.assert_close(log_det_inv, torch.linalg.slogdet(jac_inv).logabsdet,
-                               rtol=0, atol=1e-8)
+    # The inverse's Jacobian can be ill-conditioned (the perturbed couplings contract by up to
+    # e^-17 per layer); the reference slogdet's round-off then grows with its condition number
+    # (measured: 1.3e-8 at cond 2.7e9 for Glow with seed 100, about 5e-18 x cond).
+    cond = torch.linalg.cond(jac_inv)
+    err = (log_det_inv - torch.linalg.slogdet(jac_inv).logabsdet).abs()
+    assert torch.all(err <= 1e-8 + 1e-17 * cond), (err, cond)
     torch.testing.assert_close(log_det_inv, -log_det, rtol=0, atol=1e-8)
     # Round-off of relative size ~1e-15 per layer in z, |z| large, is amplified by the inverse's
     # gain |∂x/∂z| (random perturbations can make a sigmoid coupling contract by e^-17, so the

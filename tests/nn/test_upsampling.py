@@ -186,3 +186,15 @@ def test_type_errors():
         U.interpolate([[1.0]], size=2)
     with pytest.raises(TypeError, match="indices"):
         U.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), 2)
+
+
+@pytest.mark.parametrize("shape, scale", [((2, 1), (1.25, 1.0)), ((2, 3), (1.25, 2.0)),
+                                          ((3, 3), (1.25, 1.25)), ((5, 4), (1.0, 1.3))])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_a_scale_that_keeps_an_axis_length_follows_torch(shape, scale, mode):
+    """Found by hypothesis: 1.25 keeps a length-2 axis at 2; torch's linear kernel then leaves that
+    axis alone while its cubic kernel still resamples it with the 1/scale step."""
+    x = torch.randn(1, 2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = U.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+    ref = F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)

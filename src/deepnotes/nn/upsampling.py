@@ -210,6 +210,12 @@ def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "near
         cols = _nearest_index(x.shape[3], out_w, scales[1]).to(x.device)
         return x[:, :, rows[:, None], cols[None, :]]
     align = bool(align_corners)
+    if mode == "bilinear":
+        # torch's separable linear kernel leaves an axis alone when its length does not change,
+        # whatever scale_factor says (1.25 keeps a length-2 axis at 2, but its 1/scale step would
+        # still resample it); its bicubic kernel has no such shortcut
+        scales = tuple(None if n_out == n_in else s for n_out, n_in, s in
+                       zip((out_h, out_w), x.shape[2:], scales, strict=True))
     y = _resample_axis(x, 2, out_h, scales[0], mode, align)
     return _resample_axis(y, 3, out_w, scales[1], mode, align)
 
