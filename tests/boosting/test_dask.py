@@ -2,6 +2,7 @@
 the single-machine model's on the same data and bins; a worker killed mid-fit yields the same
 model (Dask recomputes from lineage) or a clear error, never a different model."""
 
+import importlib
 import os
 import signal
 import threading
@@ -10,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("distributed")
-da = pytest.importorskip("dask.array")
+importlib.import_module("distributed")
+da = importlib.import_module("dask.array")
 from distributed import Client, LocalCluster  # noqa: E402
 
 from deepnotes.boosting import BinMapper, GBDTClassifier, GBDTRegressor  # noqa: E402
@@ -79,8 +80,8 @@ def test_binary_trees_equal_single_machine(client, extra):
 
 
 def test_multiclass_weighted_regression_and_dataframe(client):
-    dd = pytest.importorskip("dask.dataframe")
-    pd = pytest.importorskip("pandas")
+    dd = importlib.import_module("dask.dataframe")
+    pd = importlib.import_module("pandas")
     X, z, rng = _data(seed=1)
     y3 = np.digitize(z, [-1.0, 1.0])
     Xd = da.from_array(X, chunks=1000)
