@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepnotes.rl.actor_critic import lqr_optimal_gain
+from deepnotes.rl.rollouts import evaluate, evaluation_env
 
 # ---------------------------------------------------------------------------------------------
 # environments
@@ -411,31 +412,6 @@ class DDPGResult:
         return float(self.eval_returns[-1].mean())
 
 
-@torch.no_grad()
-def evaluate(actor: nn.Module, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns, shape (episodes,), of the deterministic ``actor`` on ``env``;
-    episode i starts from ``env.reset(seed=seed + i)``."""
-    device = next(actor.parameters()).device
-    out = np.zeros(episodes)
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            a = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
-            obs, r, term, trunc, _ = env.step(a.cpu().numpy())
-            out[i] += float(r)
-            done = term or trunc
-    return out
-
-
-def _make_eval_env(env: gym.Env, given: gym.Env | None) -> gym.Env:
-    if given is not None:
-        return given
-    if env.spec is not None:
-        return gym.make(env.spec)
-    return copy.deepcopy(env)
-
-
 def train(env: gym.Env | str, total_steps: int, seed: int = 0, *,
           progress: Callable[..., Iterable[int]] | None = None, description: str = "ddpg",
           **hparams) -> DDPGResult:
@@ -478,7 +454,7 @@ def train(env: gym.Env | str, total_steps: int, seed: int = 0, *,
     if not 0.0 < hp["gamma"] <= 1.0:
         raise ValueError(f"gamma must be in (0, 1], got {hp['gamma']}")
     device = torch.device(hp["device"])
-    eval_env = _make_eval_env(env, hp["eval_env"])
+    eval_env = evaluation_env(env, hp["eval_env"])
     rng = np.random.default_rng(seed)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

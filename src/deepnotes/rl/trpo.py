@@ -18,7 +18,6 @@ Pure module: no file I/O, printing or plotting.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from torch import nn
 
 from deepnotes.nn.training import fit
 from deepnotes.rl.planning import _check_model, evaluate_policy, policy_matrix
+from deepnotes.rl.rollouts import evaluate, evaluation_env
 
 # --- tabular: the monotonic improvement bound ---------------------------------------------------
 
@@ -512,31 +512,6 @@ class TRPOResult:
         return float(self.eval_returns[-1].mean())
 
 
-@torch.no_grad()
-def evaluate(policy: nn.Module, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns, shape (episodes,), of the deterministic ``policy`` on ``env``;
-    episode i starts from ``env.reset(seed=seed + i)``."""
-    device = next(policy.parameters()).device
-    out = np.zeros(episodes)
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            a = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
-            obs, r, term, trunc, _ = env.step(a.cpu().numpy())
-            out[i] += float(r)
-            done = term or trunc
-    return out
-
-
-def _eval_env(env: gym.Env, given: gym.Env | None) -> gym.Env:
-    if given is not None:
-        return given
-    if env.spec is not None:
-        return gym.make(env.spec)
-    return copy.deepcopy(env)
-
-
 def trpo(env: gym.Env | str, total_steps: int, seed: int = 0, *,
          progress: Callable[..., Iterable[int]] | None = None,
          callback: Callable[[int, dict[str, float]], None] | None = None,
@@ -577,7 +552,7 @@ def trpo(env: gym.Env | str, total_steps: int, seed: int = 0, *,
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
     device = torch.device(hp["device"])
-    eval_env = _eval_env(env, hp["eval_env"])
+    eval_env = evaluation_env(env, hp["eval_env"])
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
