@@ -292,3 +292,57 @@ def test_chinese_search_finds_chinese_words_in_chinese_posts(browser, base_url, 
             "return [...arguments[0].shadowRoot.querySelectorAll('ol a')].map(a => a.href)",
             host))
         assert any(f"/zh/posts/{slug}/" in h for h in hits or []), f"{word!r} found {hits}"
+
+
+@pytest.fixture(scope="module")
+def sub_path_url(built):
+    """The site served under ``/sub/``, answering a missing path with ``404.html`` as static
+    hosts do (GitHub Pages, Netlify): the page is shown at the missing URL."""
+    site = built[0]
+
+    class UnderSub(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def translate_path(self, path):
+            rel = path.split("?", 1)[0]
+            rel = rel[len("/sub"):] if rel.startswith("/sub/") else "/__missing__"
+            return super().translate_path(rel)
+
+        def send_head(self):
+            target = Path(self.translate_path(self.path))
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                body = (site / "404.html").read_bytes()
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
+            return super().send_head()
+
+    handler = functools.partial(UnderSub, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/sub/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("missing", ["posts/no-such-post/", "no-such-page"])
+def test_404_page_under_a_sub_path_keeps_its_style_and_links(browser, sub_path_url, missing):
+    """Built without ``site_url``, the 404 page still loads its assets and links home when the
+    site lives under a sub-path (its links were root-absolute before)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(sub_path_url + missing)
+    loaded = browser.execute_script(
+        "return Array.from(document.styleSheets).filter(s => s.href && s.cssRules.length > 0)"
+        ".map(s => s.href)")
+    assert any("/sub/assets/" in href for href in loaded), loaded
+    home = browser.find_element(By.CSS_SELECTOR, "a.md-header__button.md-logo")
+    assert browser.execute_script("return arguments[0].href", home) == sub_path_url
+    assert not [e for e in console_errors(browser) if "404" not in e]

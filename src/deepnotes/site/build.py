@@ -18,6 +18,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,50 @@ def _resolve_root_links(site: Path) -> None:
         up = os.path.relpath(site, page.parent)
         prefix = "" if up == "." else up.replace(os.sep, "/") + "/"
         page.write_text(text.replace(pages.ROOT_LINK, prefix), encoding="utf-8")
+
+
+#: The folders at the root of each feed: a 404 page finds the site's root in the missing URL as
+#: the part before the first of them (``/sub/posts/typo/`` → ``/sub/``).
+SITE_SECTIONS = ("posts", "category", "archive", "page", "assets", "figures", "source", "zh")
+
+_BASE_SCRIPT = """<script>(function () {{
+  var path = location.pathname;
+  var m = path.match(/^(.*?\\/)(?:{sections})\\//);
+  window.__dnRoot = (m ? m[1] : path.replace(/[^\\/]*$/, "")) + "{lang_dir}";
+  document.write('<base href="' + window.__dnRoot + '">');
+}})();</script>"""
+
+_CONFIG_SCRIPT = """<script>(function () {
+  var el = document.getElementById("__config"), config = JSON.parse(el.textContent);
+  ["base", "search"].forEach(function (key) {
+    if (typeof config[key] === "string" && config[key].charAt(0) === "/")
+      config[key] = window.__dnRoot + config[key].slice(1);
+  });
+  el.textContent = JSON.stringify(config);
+})();</script>"""
+
+
+def _relocatable_404(site: Path, lang_dir: str) -> None:
+    """Make ``404.html`` work under any sub-path when no ``site_url`` is known.
+
+    A server shows the 404 page at the missing URL, so the engine's root-absolute links
+    (``/assets/...``) break when the site lives under ``/sub/``. A first script in ``<head>``
+    finds the site's root in the missing URL (the part before the first known section folder,
+    :data:`SITE_SECTIONS`, else the URL's folder) and sets ``<base>`` to it; the links become
+    relative to that base, and the theme's script configuration (its scope, base and search
+    worker) is pointed at the same root.
+    """
+    page = site / lang_dir / "404.html"
+    if not page.is_file():
+        return
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r'((?:href|src)=")/(?!/)', r"\1./", text)
+    text = text.replace('new URL("/",location)', "new URL(window.__dnRoot,location)")
+    head = _BASE_SCRIPT.format(sections="|".join(SITE_SECTIONS), lang_dir=lang_dir)
+    text = re.sub(r"<head>", lambda m: m.group(0) + head, text, count=1)
+    text = re.sub(r'<script src="\./assets/javascripts/bundle',
+                  lambda m: _CONFIG_SCRIPT + m.group(0), text, count=1)
+    page.write_text(text, encoding="utf-8")
 
 
 def _plain_search_index(path: Path) -> None:
@@ -235,6 +280,9 @@ def build_site(out_dir: Path, *, posts_dir: Path | list[Path] | None = None,
             else:
                 shutil.copytree(built, site / lang)
         _resolve_root_links(site)
+        if not site_url:
+            for lang_dir in ("", "zh/"):
+                _relocatable_404(site, lang_dir)
         for index in (site / "search.json", site / "zh" / "search.json"):
             _plain_search_index(index)
         _write_sitemap(site, site_url)
