@@ -128,5 +128,8 @@ NOT_CHECKED.update({
     "sliding-window-maximum": "its exactness check raises inside the run; the metrics are speeds",
     "ddpg": "smoke trains 2,000 Pendulum steps: returns decide nothing; the LQ gain vs Riccati "
             "is checked in tests/rl/test_ddpg.py",
+    "kimi-k15-rl": "the smoke SFT is far too short to solve a problem (accuracy 0 for every method); "
+                   "the k1.5 loss and gradient, the length reward and the verifier are checked "
+                   "exactly in tests/rl/test_llm.py",
     "gbdt-to-xgboost": "exact tree equality with xgboost is checked in tests/boosting",
 })
