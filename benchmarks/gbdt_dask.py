@@ -6,18 +6,25 @@ workers before any fit, so every contender starts from the same blocks in the sa
 Hyper-parameters: 100 trees, depth 6, learning rate 0.1, 256 bins (as benchmarks/gbdt.py).
 
 Each contender is warmed up (numba cache / xgboost's first DMatrix) on a 2-tree fit, then the
-contenders fit alternately, ``REPEATS`` times each; ``train_s`` is the fastest fit, all are kept.
-Communication, per tree:
+contenders fit alternately, ``REPEATS`` times each; ``train_s`` is the fastest fit, all are kept,
+with the load average before each fit and the ratio of each interleaved pair
+(``ratio_ours_to_xgboost.train_s_per_repeat``). Communication, per tree:
 
 - ``loopback_bytes_per_tree``: bytes sent over the loopback interface during fit
   (``/proc/net/dev``: every socket of the cluster, Dask's or xgboost's own collective, and any
   other process's loopback traffic at that time), for both;
-- ``dask_peer_bytes_per_tree`` (ours): bytes Dask moved from worker to worker (the worker
-  transfer logs), and ``client_bytes_per_tree``: the summed histograms the client received.
+- ``histogram_bytes_per_tree`` (ours): histogram bytes the workers sent each other (the
+  allreduce payloads, all workers together); ``dask_peer_bytes_per_tree``: bytes Dask itself
+  moved from worker to worker as task data (the worker transfer logs).
+
+Where our time goes: ``profile`` is the fastest fit's per-worker breakdown (seconds in the
+gradients, histogram kernels, row partitions, the histogram allreduce -- sending, waiting for the
+peer, adding --, split search and score updates; ``fit_s`` is a worker's whole boosting loop) and
+``setup_s`` the rest of the fit's wall time (bin summaries, binning, starting the actors).
 
 Two cores cannot show scaling: both workers share the machine's two cores (with other jobs;
 ``load_average`` records how busy it was), so adding workers only divides the same cores. What
-they do show: the per-level overhead of the scheme (task round trips, histogram bytes) beside
+they do show: the per-level overhead of the scheme (histogram exchange, task round trips) beside
 xgboost's allreduce on identical data. ``paper_estimate`` scales the measured histogram sizes to
 64 workers. ``--quick``: 100k rows, 10 trees.
 """
@@ -34,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # worker transfer logs long enough for a whole fit (inherited by the worker processes)
 os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH", "1000000")
 
+from deepnotes.boosting.dask import ALLGATHER_MAX_RANKS  # noqa: E402
 from deepnotes.core.bench import bench_main  # noqa: E402
 from gbdt import _make_dataset  # noqa: E402  (benchmarks/gbdt.py: the same synthetic set)
 
@@ -42,7 +50,7 @@ TOPICS = ("gbdt-to-xgboost",)
 
 PARAMS = dict(n_estimators=100, learning_rate=0.1, max_depth=6, max_bin=256)
 N_WORKERS, THREADS = 2, 1
-REPEATS = 2
+REPEATS = 3
 BLOCKS = 8
 
 
@@ -60,13 +68,21 @@ def _worker_io(client) -> dict:
     def probe(dask_worker):
         return sum(e["total"] for e in dask_worker.transfer_incoming_log)
 
-    return {"peer": client.run(probe), "lo": _loopback_bytes()}
+    def cpu():
+        return time.process_time()  # the worker process's CPU seconds, all its threads
+
+    return {"peer": client.run(probe), "cpu": client.run(cpu), "lo": _loopback_bytes(),
+            "client_cpu": time.process_time()}
 
 
 def _io_delta(before, after) -> dict:
+    """Bytes moved and CPU seconds spent between two :func:`_worker_io` probes."""
     return {"peer": sum(after["peer"][w] - before["peer"][w] for w in after["peer"]
                         if w in before["peer"]),
-            "lo": after["lo"] - before["lo"]}
+            "lo": after["lo"] - before["lo"],
+            "worker_cpu_s": sum(after["cpu"][w] - before["cpu"][w] for w in after["cpu"]
+                                if w in before["cpu"]),
+            "client_cpu_s": after["client_cpu"] - before["client_cpu"]}
 
 
 def _model(contender, client, n_estimators):
@@ -87,10 +103,13 @@ def _model(contender, client, n_estimators):
 def _fit(contender, client, Xd, yd, n_estimators):
     model = _model(contender, client, n_estimators)
     before = _worker_io(client)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     model.fit(Xd, yd)
     seconds = time.perf_counter() - t0
-    return model, seconds, _io_delta(before, _worker_io(client))
+    io = _io_delta(before, _worker_io(client))
+    io["load_average_before"] = load
+    return model, seconds, io
 
 
 def _histogram_bytes(n_features: int, n_bins: int) -> int:
@@ -114,6 +133,13 @@ def _paper_estimate(n_features, n_bins, depth, workers) -> dict:
         # ring allreduce (xgboost's collective): each worker sends 2 (W - 1) / W of the data
         "ring_allreduce_bytes_per_worker_per_tree": 2 * (workers - 1) / workers * tree,
         "ring_allreduce_bytes_total_per_tree": 2 * (workers - 1) * tree,
+        # ours (deepnotes.boosting.dask): an all-gather up to ALLGATHER_MAX_RANKS workers (one
+        # hop, W - 1 histograms out of each worker), else a direct reduce-scatter + all-gather
+        # (two hops, the ring's bytes)
+        "ours_scheme": "allgather" if workers <= ALLGATHER_MAX_RANKS else "reduce_scatter",
+        "ours_bytes_per_worker_per_tree": ((workers - 1) * tree if workers <= ALLGATHER_MAX_RANKS
+                                           else 2 * (workers - 1) / workers * tree),
+        "ours_hops_per_level": 1 if workers <= ALLGATHER_MAX_RANKS else 2,
     }
 
 
@@ -138,30 +164,41 @@ def run(quick: bool = False) -> dict:
         Xte_d = da.from_array(Xte, chunks=(int(np.ceil(len(Xte) / BLOCKS)), -1))
         for contender in results:  # warm-up: numba cache, xgboost's first fit
             _fit(contender, client, Xd, yd, 2)
-        models = {}
+        models, profiles = {}, []
         for _ in range(REPEATS):
             for contender, res in results.items():
                 model, seconds, io = _fit(contender, client, Xd, yd, n_estimators)
                 res["train_s_all"].append(seconds)
                 res["io"].append(io)
                 models[contender] = model
+                if contender == "ours":
+                    profiles.append(model.fit_profile_)
         for contender, res in results.items():
             proba = models[contender].predict_proba(Xte_d).compute()
             res["auc"] = float(auc(yte, proba[:, 1]))
             res["train_s"] = min(res["train_s_all"])
             res["loopback_bytes_per_tree"] = float(
                 np.median([io["lo"] for io in res["io"]]) / n_estimators)
+            # CPU seconds of the worker processes (all workers) and of the client, per fit:
+            # unlike wall time, barely inflated by other jobs on the machine
+            res["worker_cpu_s"] = min(io["worker_cpu_s"] for io in res["io"])
+            res["client_cpu_s"] = min(io["client_cpu_s"] for io in res["io"])
         ours = results["ours"]
         ours["dask_peer_bytes_per_tree"] = float(
             np.median([io["peer"] for io in ours["io"]]) / n_estimators)
         missing_bin = models["ours"].bin_mapper_.missing_bin
-        ours["client_bytes_per_tree"] = models["ours"].histogram_bytes_ / n_estimators
+        ours["histogram_bytes_per_tree"] = models["ours"].histogram_bytes_ / n_estimators
+        fastest = int(np.argmin(ours["train_s_all"]))
+        ours["profile"] = profiles[fastest]
+        ours["setup_s"] = ours["train_s"] - max(p["fit_s"] for p in profiles[fastest]["ranks"])
         local = models["ours"].to_local()
         t0 = time.perf_counter()
         local_proba = local.predict_proba(Xte)
         ours["to_local_predict_s"] = time.perf_counter() - t0
         ours["to_local_auc"] = float(auc(yte, local_proba[:, 1]))
     n_bins = missing_bin + 1
+    per_repeat = [a / b for a, b in zip(results["ours"]["train_s_all"],
+                                        results["xgboost"]["train_s_all"], strict=True)]
     return {
         "params": dict(PARAMS, n_estimators=n_estimators),
         "n_train": len(Xtr), "n_test": len(Xte), "n_features": Xtr.shape[1],
@@ -170,6 +207,10 @@ def run(quick: bool = False) -> dict:
         "results": results,
         "ratio_ours_to_xgboost": {
             "train_s": results["ours"]["train_s"] / results["xgboost"]["train_s"],
+            "train_s_per_repeat": per_repeat,
+            "train_s_median_of_repeats": float(np.median(per_repeat)),
+            "worker_cpu_s": (results["ours"]["worker_cpu_s"]
+                             / results["xgboost"]["worker_cpu_s"]),
             "auc_diff": results["ours"]["auc"] - results["xgboost"]["auc"],
             "loopback_bytes_per_tree": (results["ours"]["loopback_bytes_per_tree"]
                                         / results["xgboost"]["loopback_bytes_per_tree"]),

@@ -1,6 +1,9 @@
 """deepnotes.boosting.dask on a LocalCluster of 2 worker processes (1 thread each): the trees equal
-the single-machine model's on the same data and bins; a worker killed mid-fit yields the same
-model (Dask recomputes from lineage) or a clear error, never a different model."""
+the single-machine model's on the same data and bins; the workers exchange exactly the
+histograms depth-wise growth needs (one allreduce per level, both allreduce schemes summing
+bit-identically) and the shards never leave their workers; a worker killed mid-fit yields the
+same model (a refit on blocks Dask recomputes from lineage) or a clear error, never a different
+model."""
 
 import importlib
 import os
@@ -13,9 +16,11 @@ import pytest
 
 importlib.import_module("distributed")
 da = importlib.import_module("dask.array")
-from distributed import Client, LocalCluster  # noqa: E402
+from dask.utils import key_split  # noqa: E402
+from distributed import Client, LocalCluster, futures_of, wait  # noqa: E402
 
 from deepnotes.boosting import BinMapper, GBDTClassifier, GBDTRegressor  # noqa: E402
+from deepnotes.boosting import dask as dask_gbdt  # noqa: E402
 from deepnotes.boosting.dask import (  # noqa: E402
     DaskGBDTClassifier,
     DaskGBDTRegressor,
@@ -100,6 +105,63 @@ def test_multiclass_weighted_regression_and_dataframe(client):
     np.testing.assert_allclose(model.predict(ddf).compute(), local.predict(df), rtol=1e-9)
 
 
+def _node_depths(tree):
+    depth = np.zeros(len(tree.left), dtype=int)
+    for i in range(len(tree.left)):  # children always come after their parent
+        if tree.left[i] >= 0:
+            depth[tree.left[i]] = depth[tree.right[i]] = depth[i] + 1
+    return depth
+
+
+def _expected_exchange(model, max_depth, n_ranks):
+    """(allreduces, histogram bytes sent by all ranks) that depth-wise growth needs: per tree
+    one for the root and one per level whose split nodes' children may split again, each
+    carrying one histogram per split node, sent by every rank to every other (all-gather)."""
+    n_features = model.n_features_in_
+    node_bytes = n_features * (model.bin_mapper_.missing_bin + 1) * 2 * 8
+    calls = nodes = 0
+    for tree in model.trees_:
+        depth = _node_depths(tree)
+        calls += 1
+        nodes += 1
+        for d in range(max_depth - 1):
+            m = int(np.sum((depth == d) & (tree.left >= 0)))
+            if m:
+                calls += 1
+                nodes += m
+    return calls, nodes * node_bytes * n_ranks * (n_ranks - 1)
+
+
+def test_levels_exchange_only_histograms_and_shards_stay_put(client, monkeypatch):
+    X, z, _ = _data(seed=4)
+    y = (z > 0).astype(int)
+    Xd = client.persist(da.from_array(X, chunks=(500, -1)))
+    yd = client.persist(da.from_array(y, chunks=500))
+    wait([Xd, yd])
+    start = client.run(lambda dask_worker: len(dask_worker.transfer_incoming_log))
+    model = DaskGBDTClassifier(**KW).fit(Xd, yd)
+    _assert_same_trees(model, GBDTClassifier(**KW).fit(X, y))
+    calls, nbytes = _expected_exchange(model, KW["max_depth"], 2)
+    ranks = model.fit_profile_["ranks"]
+    assert len(ranks) == 2 and all(r["allreduces"] == calls for r in ranks)
+    assert model.histogram_bytes_ == nbytes
+    # Dask moved no block of X and no binned shard between the workers: besides labels (y's
+    # blocks need not sit with X's), only the bin summaries and label statistics
+    logs = client.run(lambda dask_worker: [list(e["keys"])
+                                           for e in dask_worker.transfer_incoming_log])
+    moved = {k for w, log in logs.items() for keys in log[start[w]:] for k in keys}
+    assert not moved & {f.key for f in futures_of(Xd)}
+    names = {key_split(k) for k in moved - {f.key for f in futures_of(yd)}}
+    assert names <= {"shard_stats", "label_stats"}, names  # (key_split drops the "_")
+    # the reduce-scatter + all-gather scheme (used beyond ALLGATHER_MAX_RANKS workers) adds the
+    # ranks' histograms in the same order: bit-identical trees, the same bytes for 2 workers
+    monkeypatch.setattr(dask_gbdt, "ALLGATHER_MAX_RANKS", 1)
+    other = DaskGBDTClassifier(**KW).fit(Xd, yd)
+    assert dask_gbdt._same_trees(model.trees_, other.trees_)
+    assert other.histogram_bytes_ == nbytes
+    assert all(r["allreduces"] == calls for r in other.fit_profile_["ranks"])
+
+
 def test_summary_is_exact_when_small_and_bounded_when_pruned():
     rng = np.random.default_rng(0)
     X = np.round(rng.normal(size=(500, 2)), 2)
@@ -127,6 +189,13 @@ def test_bad_input_is_rejected(client):
         DaskGBDTRegressor().fit(Xd, zd, eval_set=[(Xd, zd)])
     with pytest.raises(ValueError, match="rows"):
         DaskGBDTRegressor().fit(Xd, zd[:150])
+    # single-machine-only options the estimator has (constraints, categorical features, ...)
+    unsupported = {"monotone_constraints": [1] + [0] * 5, "interaction_constraints": [[0, 1]],
+                   "categorical_features": [0], "callbacks": [], "early_stopping_rounds": 3}
+    for name, value in unsupported.items():
+        if name in DaskGBDTRegressor().get_params():
+            with pytest.raises(NotImplementedError, match=name):
+                DaskGBDTRegressor(**{name: value}).fit(Xd, zd)
 
 
 def _fit_and_kill(client, X, y, kw):
@@ -156,9 +225,12 @@ def _fit_and_kill(client, X, y, kw):
 def test_killed_worker_gives_same_model_or_clear_error(client):
     X, z, _ = _data(seed=2, missing=0.0)
     y = (z > 0).astype(int)
-    kw = dict(n_estimators=25, max_depth=4, max_bin=32)
+    # enough rounds that the fit is still running when the third one is seen, even when the
+    # machine is idle (a level costs one exchange between the workers)
+    kw = dict(n_estimators=100, max_depth=3, max_bin=32)
     local = GBDTClassifier(**kw).fit(X, y)
-    # 1. data with lineage: Dask recomputes what the dead worker held; the model is the same
+    # 1. data with lineage: the ranks are stopped and the fit runs again on the blocks Dask
+    #    recomputes from lineage; the model is the same
     model, error = _fit_and_kill(client, da.from_array(X, chunks=600),
                                  da.from_array(y, chunks=600), kw)
     if error is None:

@@ -164,6 +164,10 @@ class BinMapper:
     n_edges_ : ndarray of int64, shape (n_features,)
         Number of edges per feature; feature ``j`` uses bins ``0..n_edges_[j]`` and
         :attr:`missing_bin`.
+    categories_ : list of (ndarray or None), length n_features
+        For a categorical feature (``fit(..., categorical=mask)``), its sorted category codes:
+        bin ``c`` holds code ``categories_[j][c]`` (its edges are the midpoints between
+        consecutive codes, so the same binning kernel maps codes to bins); None otherwise.
     """
 
     def __init__(self, max_bin: int = 256, subsample: int | None = 200_000, random_state=None):
@@ -178,11 +182,26 @@ class BinMapper:
         """Bin index of NaN for every feature: one past the largest bin any feature uses."""
         return int(self.n_edges_.max()) + 1 if self.n_edges_.shape[0] else 1
 
-    def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> BinMapper:
-        """Find the edges. ``X``: float64, shape (n, n_features), NaN = missing."""
+    def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None,
+            categorical: np.ndarray | None = None) -> BinMapper:
+        """Find the edges. ``X``: float64, shape (n, n_features), NaN = missing.
+
+        ``categorical``: optional bool mask, shape (n_features,); those columns hold integer
+        category codes (checked by the estimator) and get one bin per code seen in the rows of
+        positive weight (all rows, not the subsample); more than ``max_bin`` codes is an error.
+        """
         X = np.asarray(X, dtype=np.float64)
         n = X.shape[0]
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.categories_ = [None] * X.shape[1]
+        if categorical is not None:
+            for j in np.flatnonzero(categorical):
+                col = X[:, j]
+                codes = np.unique(col[~np.isnan(col) & (w > 0)])
+                if codes.shape[0] > self.max_bin:
+                    raise ValueError(f"categorical feature {j} has {codes.shape[0]} categories, "
+                                     f"more than max_bin={self.max_bin}: raise max_bin")
+                self.categories_[j] = codes.astype(np.int64)
         if self.subsample is not None and n > self.subsample:
             rng = self.random_state if self.random_state is not None else np.random.default_rng(0)
             rows = np.sort(rng.choice(n, size=self.subsample, replace=False))
@@ -191,6 +210,12 @@ class BinMapper:
         self.n_edges_ = np.zeros(X.shape[1], dtype=np.int64)
         _find_edges(np.ascontiguousarray(X), np.ascontiguousarray(w), bool(np.all(w == 1.0)),
                     self.max_bin, self.edges_, self.n_edges_)
+        for j, codes in enumerate(self.categories_):
+            if codes is not None:
+                k = max(codes.shape[0] - 1, 0)
+                self.edges_[j] = np.inf
+                self.edges_[j, :k] = 0.5 * (codes[:-1] + codes[1:])
+                self.n_edges_[j] = k
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -3,11 +3,12 @@
 :class:`DaskGBDTClassifier` / :class:`DaskGBDTRegressor` take the parameters of
 ``GBDTClassifier`` / ``GBDTRegressor`` and fit on ``dask.array`` / ``dask.dataframe`` partitions
 held by the workers of a ``distributed.Client`` (the current client unless one is set on
-``.client``, as ``xgboost.dask`` does). Rows never travel to the client; what does, per tree level,
-is the level's gradient histograms, summed on the workers. The scheme is the data-parallel
-histogram method of XGBoost (Chen & Guestrin, 2016, Sec. 4) and LightGBM's "data parallel" mode.
-Each worker concatenates the row blocks it holds into one *shard* (as ``xgboost.dask`` does), so a
-tree level costs one task per worker, not one per block.
+``.client``, as ``xgboost.dask`` does). Rows of ``X`` never travel to the client, nor between
+workers (labels and weights join the worker holding the matching block of ``X``); what travels,
+per tree level, is the level's gradient histograms, from worker to worker. The
+scheme is the data-parallel histogram method of XGBoost (Chen & Guestrin, 2016, Sec. 4) and
+LightGBM's "data parallel" mode. Each worker concatenates the row blocks it holds into one
+*shard* (as ``xgboost.dask`` does).
 
 1. **Bins.** Every shard summarises each feature as its sorted distinct values with their summed
    sample weights; summaries are merged pairwise on the workers, and a merged summary longer
@@ -17,26 +18,38 @@ tree level costs one task per worker, not one per block.
    *exact* pass: the edges are those ``BinMapper`` finds on all rows (midpoints of distinct
    values, or the same weighted quantiles). After pruning, a quantile is off by at most
    ``W / SUMMARY_SIZE`` of the total weight ``W`` (a mergeable weighted-quantile summary in the
-   spirit of the paper's Sec. 3.3 sketch, without its error-bounded prune).
-2. **Histograms.** Each shard bins its rows once (``BinMapper.transform_row_major``) and, per
-   tree level, splits its rows by the chosen splits (``grower.partition_level``) and builds the
-   histograms of the *smaller* children (``histogram.build_histograms``, Eq. 8 of the post).
-   The shards' histograms are summed pairwise on the workers down to ``GATHER_FANIN`` partial
-   sums, which the client gathers and adds in a fixed order; it gets each larger child as parent
-   minus smaller child (the subtraction trick) and runs ``splitting.find_best_split`` once per
-   node. The histogram task splits the rows on a copy by itself, and a second task carries the
-   split rows to the next level, so that the level's critical path is one task and one gather.
-3. **Splits back.** The chosen ``(feature, bin, default direction)`` of a level go to the workers
-   as arguments of the next level's tasks; at the end of a round the finished trees update every
-   shard's raw scores (``predictor.predict_binned_rows``).
+   spirit of the paper's Sec. 3.3 sketch, without its error-bounded prune). The same pass
+   collects the shards' distinct labels (the classes).
+2. **One long-running actor per worker.** Each shard is binned once where it lives
+   (``BinMapper.transform_row_major``) and handed to a Dask actor (``client.submit(...,
+   actor=True)``) on the same worker, one *rank* per shard. The client calls every rank's
+   ``fit`` once; the ranks then boost on their own without the scheduler or the client: per
+   round the gradients of their rows, per level a partition of their rows by the level's splits
+   (``grower.partition_level``, as on one machine) and the histograms of the smaller children
+   (``histogram.build_histograms``, Eq. 8 of the post), the root's with
+   ``histogram.build_histogram_root``; the larger child comes by subtraction from the summed
+   parent. The histograms are summed by an allreduce over direct worker-to-worker actor calls
+   (a rank's ``put`` receives its peers' arrays). A rank's ``fit`` is a coroutine on its
+   worker's event loop that computes in place between awaits, so a histogram goes from one
+   rank's loop to the other's without waking any other thread (on a loaded machine each
+   wake-up waits for the operating system's scheduler; boosting in an actor thread would pay
+   three per level: thread to loop, loop to loop, loop to thread). The price: the worker's
+   event loop is busy during each level's kernels. Every
+   rank adds the shards' histograms in rank order, so all ranks hold bit-identical sums, run
+   ``splitting.find_best_split`` on them with the same seeded random draws, and grow the same
+   trees (rank 0's trees are returned after the client checks all ranks agree). A finished
+   tree updates each rank's training scores through its leaves' row slices
+   (``grower.add_leaf_values`` / ``add_routed_values``), as on one machine.
 
-Every worker-side task is a pure function (it copies what it changes), so a future lost with a
-worker is recomputed by Dask from its lineage into the same value. If Dask cannot recompute it,
-:meth:`fit` raises :class:`WorkerLostError` and leaves the estimator unfitted; it never returns
-a model grown on partial data. Growth follows ``grower.grow_tree`` node for node (same node ids,
-the same order of random draws), so on the same data and bins the trees equal the single-machine
-model's up to the summation order of the histograms (fixed within a fit: by shard, in the order
-of the workers' addresses).
+A level therefore costs one histogram exchange between the workers, not a round trip through
+the scheduler and the client. If a rank's worker dies, the client aborts the other ranks and
+fits once more from the start (Dask recomputes the lost blocks from their lineage into the same
+values, so the model is the same); if the blocks cannot be recomputed, or the second attempt
+loses a worker too, :meth:`fit` raises :class:`WorkerLostError` and leaves the estimator
+unfitted; it never returns a model grown on partial data. Growth follows ``grower.grow_tree``
+node for node (same node ids, the same order of random draws), so on the same data and bins the
+trees equal the single-machine model's up to the summation order of the histograms (fixed within
+a fit: by shard, in the order of the workers' addresses).
 
 Deviations from ``GBDTClassifier`` / ``GBDTRegressor``:
 
@@ -44,22 +57,30 @@ Deviations from ``GBDTClassifier`` / ``GBDTRegressor``:
    ``BinMapper`` row subsample of 200 000. The edges are identical when there are at most
    200 000 rows and no feature has more than ``SUMMARY_SIZE`` distinct values in a shard.
 2. The child whose histogram is built (the other comes by subtraction) is the one with the
-   smaller hessian sum, known on the client before the rows move, instead of the one with fewer
-   rows: one round trip per level less. Only the rounding of the larger child's sums changes.
-3. ``tree_method='exact'``, ``eval_set`` and early stopping are not supported (exact split
-   search needs globally sorted columns; evaluation would need predictions on the client).
+   smaller hessian sum, which every rank knows from the summed parent histogram, instead of the
+   one with fewer rows (which would need the ranks' row counts first). Only the rounding of the
+   larger child's sums changes.
+3. ``tree_method='exact'``, ``eval_set``, early stopping, callbacks, monotone and interaction
+   constraints and categorical features are not supported (exact split search needs globally
+   sorted columns; evaluation would need predictions on the client).
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from deepnotes.boosting.binning import BinMapper, _find_edges
 from deepnotes.boosting.gbdt import GBDTClassifier, GBDTRegressor, _threads
-from deepnotes.boosting.grower import partition_level
+from deepnotes.boosting.grower import (
+    add_leaf_values,
+    add_routed_values,
+    partition_level,
+    partition_rows,
+)
 from deepnotes.boosting.histogram import build_histogram, build_histogram_root, build_histograms
 from deepnotes.boosting.predictor import predict_binned_rows, tree_from_lists
 from deepnotes.boosting.splitting import find_best_split, leaf_weight
@@ -67,10 +88,19 @@ from deepnotes.boosting.splitting import find_best_split, leaf_weight
 #: Points per feature a merged bin summary keeps; below this many distinct values (in all
 #: partitions together) the bin edges are exact.
 SUMMARY_SIZE = 16384
-#: Per level, the shards' histograms are summed pairwise on the workers down to at most this
-#: many partial sums, which the client gathers and adds: with few workers the round trip of a
-#: reduction task costs more than the bytes it saves.
-GATHER_FANIN = 4
+#: Up to this many ranks the histogram allreduce is an all-gather (one hop, every rank sends its
+#: whole histogram to every other); beyond, a reduce-scatter and an all-gather (two hops, each
+#: rank sends ``2 (W - 1) / W`` of a histogram). Both give bit-identical sums.
+ALLGATHER_MAX_RANKS = 4
+#: Seconds a rank waits for a peer's histogram before it gives up (the client aborts the ranks
+#: long before when a worker leaves the cluster).
+PEER_TIMEOUT = 600.0
+#: Seconds the client waits for the ranks' actors to start on their workers.
+ACTOR_START_TIMEOUT = 120.0
+#: The client's polling interval for the ranks' progress, and for worker liveness.
+POLL_S, LIVENESS_S = 0.2, 1.0
+#: Collective fits tried when workers die (each from the start, on recomputed blocks).
+FIT_ATTEMPTS = 2
 
 
 class WorkerLostError(RuntimeError):
@@ -122,17 +152,34 @@ def _summarize(X, w, size):
     """Per feature of the rows ``X`` (weights ``w`` or None): :func:`_distinct`, pruned to
     ``size`` points."""
     X = np.asarray(X, dtype=np.float64)
-    if np.isinf(X).any():
+    return _summarize_columns(np.ascontiguousarray(X.T), w, size)
+
+
+def _summarize_columns(XT, w, size):
+    """:func:`_summarize` of the transposed rows ``XT`` (n_features, n), C order: every
+    feature's values lie contiguous, so each is read once rather than by a strided pass over
+    the whole matrix."""
+    if np.isinf(XT).any():
         raise ValueError("X contains infinity; use NaN for missing values")
     w = None if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
-    return [_prune(*_distinct(X[:, j], w), size) for j in range(X.shape[1])]
+    return [_prune(*_distinct(col, w), size) for col in XT]
 
 
-def _summarize_shard(xs, ws, size):
-    """:func:`_summarize` of a worker's blocks together."""
-    X = np.concatenate([np.asarray(x, dtype=np.float64) for x in xs])
+def _shard_stats(xs, ys, ws, size, classify):
+    """:func:`_summarize` of a worker's blocks together, and (``classify``) their distinct
+    labels: one pass over the shard for both."""
+    XT = np.concatenate([np.asarray(x, dtype=np.float64).T for x in xs], axis=1)
     w = None if ws[0] is None else np.concatenate([np.asarray(v, np.float64) for v in ws])
-    return _summarize(X, w, size)
+    labels = np.unique(np.concatenate([np.asarray(y).reshape(-1) for y in ys])) if classify \
+        else None
+    return _summarize_columns(XT, w, size), labels
+
+
+def _merge_shard_stats(a, b, size):
+    """Merge two :func:`_shard_stats`: the summaries (:func:`_merge_summaries`) and the labels
+    (their union)."""
+    labels = None if a[1] is None else np.union1d(a[1], b[1])
+    return _merge_summaries(a[0], b[0], size), labels
 
 
 def _merge_summaries(a, b, size):
@@ -185,110 +232,406 @@ def _bin_shard(xs, ys, ws, edges, n_edges, max_bin, classes, n_jobs):
             "w": np.concatenate(weights), "sizes": [len(b) for b in binned]}
 
 
-def _init_raw(part, base):
-    return np.repeat(np.asarray(base, dtype=np.float64)[:, None], part["y"].shape[0], axis=1)
+# --- the collective fit: one Dask actor per worker, histograms exchanged between the workers ---
+
+class _PeerLost(RuntimeError):
+    """A peer's histograms did not arrive, a send failed, or the client aborted the fit."""
 
 
-def _gradients(part, raw, objective, sample, n_jobs):
-    """Gradients, hessians (float32, shape (K, n)) and the rows this round samples.
-
-    ``sample``: None (all rows) or ``(rng_state, offsets, rate)``: each block's slice (it
-    starts at row ``offsets[b]`` of the data) of the client generator's ``random(n_total)``
-    draw, so rows are sampled as on one machine."""
-    n = part["y"].shape[0]
-    K = raw.shape[0]
-    grad = np.empty((K, n), dtype=np.float32)
-    hess = np.empty((K, n), dtype=np.float32)
-    with _threads(_worker_threads(n_jobs)):
-        objective.gradients(part["y"], raw, part["w"], grad, hess)
-    if sample is None:
-        rows = None
-    else:
-        state, offsets, rate = sample
-        draws = []
-        for offset, size in zip(offsets, part["sizes"], strict=True):
-            bits = np.random.PCG64()
-            bits.state = state
-            bits.advance(offset)
-            draws.append(np.random.Generator(bits).random(size))
-        rows = np.flatnonzero(np.concatenate(draws) < rate).astype(np.int32)
-    return {"grad": grad, "hess": hess, "rows": rows}
+def _segments(n, n_ranks):
+    """Bounds of ``n_ranks`` about-equal segments of ``range(n)``."""
+    return [r * n // n_ranks for r in range(n_ranks + 1)]
 
 
-def _root_state(part, gh):
-    """Row state of a tree's root: the rows this round samples, one slice."""
-    rows = (np.arange(part["y"].shape[0], dtype=np.int32) if gh["rows"] is None
-            else gh["rows"])
-    return {"rows": rows, "slices": {0: (0, rows.shape[0])}}
+_PHASES = ("gradients", "histogram", "partition", "allreduce", "split_search", "update")
 
 
-def _root_hist(part, gh, k, features, missing_bin, n_jobs):
-    """The root's shard-local histogram, shape (1, n_features, n_bins, 2)."""
-    hist = np.zeros((part["Xr"].shape[1], missing_bin + 1, 2))
-    grad, hess = gh["grad"][k], gh["hess"][k]
-    with _threads(_worker_threads(n_jobs)):
-        if gh["rows"] is None:
-            build_histogram_root(part["Xf"], grad, hess, features, hist)
+def _now():
+    """(wall seconds, this thread's CPU seconds)."""
+    return time.perf_counter(), time.thread_time()
+
+
+class _Rank:
+    """One worker's part of a fit: a Dask actor created where its shard lives.
+
+    The client calls :meth:`fit` on every rank at once; each rank boosts on its own rows and,
+    wherever the single-machine grower builds a histogram, builds the histogram of its rows and
+    takes part in an allreduce (:meth:`_allreduce`). Every rank adds the shards' histograms in
+    rank order, so all ranks hold bit-identical sums, find the same splits with the same
+    (identically seeded) random draws, and grow the same trees; no tree level waits for the
+    client. Peers deliver their histograms by calling :meth:`put` on this actor.
+
+    :meth:`fit` is a coroutine: it runs on the worker's event loop, computing in place between
+    its awaits (the numba kernels take a level at a time), so that a histogram travels from one
+    rank's loop to the other's with no hand-over between threads. On a busy machine every such
+    hand-over waits for the operating system to schedule the woken thread; a level with an
+    actor thread took three of them, this takes one."""
+
+    #: Boosting rounds finished (read by the client as an actor attribute, so declared here).
+    rounds = 0
+
+    def __init__(self, part, rank, n_ranks):
+        from distributed import get_client
+
+        # The worker's client (created here, in a task thread, if the worker has none yet):
+        # the peers' actor handles look it up on first use, on the event loop.
+        get_client()
+        self.part, self.rank, self.n_ranks = part, rank, n_ranks
+        self.rounds = 0
+        self._inbox = {}
+        self._arrived = None
+        self._aborted = None
+        self._in_flight = set()
+        self._send_error = None
+        self._peers = None
+        self.bytes_sent = 0
+
+    def _notify(self):
+        if self._arrived is None:
+            import asyncio
+
+            self._arrived = asyncio.Event()
+        self._arrived.set()
+
+    async def put(self, tag, src, payload):
+        """A peer's histogram (or segment) ``payload`` for exchange ``tag``."""
+        self._inbox[(tag, src)] = payload
+        self._notify()
+
+    async def abort(self, reason):
+        """Make a running :meth:`fit` raise instead of waiting for its peers."""
+        self._aborted = str(reason)
+        self._notify()
+
+    def _lap(self, phase, t):
+        """Add the wall and CPU seconds (of the event loop's thread) since ``t = _now()`` to
+        ``phase``."""
+        wall, cpu = _now()
+        self.profile[f"{phase}_s"] = self.profile.get(f"{phase}_s", 0.0) + wall - t[0]
+        self.profile[f"{phase}_cpu_s"] = self.profile.get(f"{phase}_cpu_s", 0.0) + cpu - t[1]
+
+    # -- point to point ---------------------------------------------------------------------
+    def _send(self, dst, tag, payload):
+        """Deliver ``payload`` to rank ``dst`` without waiting (it goes out at the next await);
+        a failure is raised by the next :meth:`_recv`. ``payload`` must not change afterwards."""
+        import asyncio
+
+        task = asyncio.ensure_future(self._deliver(self._peers[dst], tag, payload))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        self.bytes_sent += payload.nbytes
+
+    async def _deliver(self, peer, tag, payload):
+        try:
+            await peer.put(tag, self.rank, payload)
+        except Exception as exc:  # noqa: BLE001 - any failed delivery ends the fit
+            self._send_error = f"a send to a peer failed: {exc!r}"
+            self._notify()
+
+    def _raise_if_failed(self):
+        if self._aborted is not None:
+            raise _PeerLost(f"rank {self.rank}: aborted ({self._aborted})")
+        if self._send_error is not None:
+            raise _PeerLost(f"rank {self.rank}: {self._send_error}")
+
+    async def _until(self, ready, what):
+        """Await until ``ready()`` (re-checked whenever a message arrives) or raise."""
+        import asyncio
+
+        deadline = time.monotonic() + PEER_TIMEOUT
+        while True:
+            self._raise_if_failed()
+            if ready():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _PeerLost(f"rank {self.rank}: {what} in {PEER_TIMEOUT} s")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+
+    async def _recv(self, tag, sources):
+        out = {}
+
+        def ready():
+            for s in sources:
+                if s not in out and (tag, s) in self._inbox:
+                    out[s] = self._inbox.pop((tag, s))
+            return len(out) == len(sources)
+
+        await self._until(ready, f"no histogram {tag} from ranks {sources}")
+        return out
+
+    async def _allreduce(self, tag, local):
+        """Sum of every rank's ``local`` (same shape on all ranks), added in rank order.
+
+        Up to ``allgather_max`` ranks every rank sends its whole array to every other (one hop).
+        Beyond, a reduce-scatter and an all-gather: rank ``r`` receives segment ``r`` of every
+        rank's array, sums it, and sends the sum to all (two hops, ``2 (W - 1) / W`` of the
+        array out of each rank). Both add ``local_0 + local_1 + ...`` element by element in the
+        same order, so their sums are bit-identical to each other and across ranks."""
+        t0 = _now()
+        W, r = self.n_ranks, self.rank
+        others = [j for j in range(W) if j != r]
+        if W == 1:
+            return local
+        if W <= self._allgather_max:
+            for j in others:
+                self._send(j, f"{tag}.0", local)
+            got = await self._recv(f"{tag}.0", others)
+            got[r] = local
+            total = got[0] + got[1]
+            for j in range(2, W):
+                total += got[j]
         else:
-            build_histogram(part["Xr"], gh["rows"], grad, hess, features, hist)
-    return hist[None]
+            flat = local.reshape(-1)
+            b = _segments(flat.shape[0], W)
+            for j in others:
+                self._send(j, f"{tag}.1", flat[b[j]:b[j + 1]])
+            got = await self._recv(f"{tag}.1", others)
+            got[r] = flat[b[r]:b[r + 1]]
+            mine = got[0] + got[1]
+            for j in range(2, W):
+                mine += got[j]
+            for j in others:
+                self._send(j, f"{tag}.2", mine)
+            seg = await self._recv(f"{tag}.2", others)
+            seg[r] = mine
+            total = np.concatenate([seg[j] for j in range(W)]).reshape(local.shape)
+        self._lap("allreduce", t0)
+        self.profile["allreduces"] += 1
+        return total
+
+    # -- boosting -----------------------------------------------------------------------------
+    async def fit(self, peers, spec):
+        """Boost ``spec["n_estimators"]`` rounds with the ranks ``peers`` (actor handles, in rank
+        order; this rank among them). Returns the trees and this rank's time profile."""
+        self._notify()  # creates the event on this loop
+        self._peers = peers
+        self._allgather_max = spec["allgather_max"]
+        self.profile = {f"{phase}_{kind}": 0.0 for phase in _PHASES for kind in ("s", "cpu_s")}
+        self.profile["allreduces"] = 0
+        t0, c0 = _now(), time.process_time()
+        with _threads(_worker_threads(spec["n_jobs"])):
+            trees, tree_class = await self._boost(spec)
+        await self._until(lambda: not self._in_flight, "sends undelivered")
+        self._lap("fit", t0)
+        self.profile["process_cpu_s"] = time.process_time() - c0
+        return {"trees": trees, "tree_class": tree_class, "profile": self.profile,
+                "bytes_sent": self.bytes_sent}
+
+    async def _boost(self, spec):
+        part = self.part
+        obj, K = spec["objective"], spec["objective"].n_outputs
+        y, w, Xf = part["y"], part["w"], part["Xf"]
+        n, n_features = Xf.shape
+        missing_bin = spec["missing_bin"]
+        raw = np.repeat(np.asarray(spec["base"], dtype=np.float64)[:, None], n, axis=1)
+        grad = np.empty((K, n), dtype=np.float32)
+        hess = np.empty((K, n), dtype=np.float32)
+        rng = np.random.default_rng(spec["seed"])
+        n_cols = max(1, int(spec["colsample_bytree"] * n_features))
+        subsample = spec["subsample"]
+        trees, tree_class = [], []
+        for m in range(spec["n_estimators"]):
+            t = _now()
+            obj.gradients(y, raw, w, grad, hess)
+            if subsample < 1.0:
+                # this shard's slices of the single-machine draw ``rng.random(n_total)``
+                state = rng.bit_generator.state
+                draws = []
+                for offset, size in zip(spec["offsets"], part["sizes"], strict=True):
+                    bits = np.random.PCG64()
+                    bits.state = state
+                    bits.advance(offset)
+                    draws.append(np.random.Generator(bits).random(size))
+                rng.bit_generator.advance(spec["n_total"])
+                mask = np.concatenate(draws) < subsample
+                sampled = np.flatnonzero(mask).astype(np.int32)
+                rest = np.flatnonzero(~mask).astype(np.int32)
+            else:
+                sampled, rest = np.arange(n, dtype=np.int32), None
+            features = (np.arange(n_features, dtype=np.int64) if n_cols == n_features
+                        else np.sort(rng.choice(n_features, n_cols, replace=False)))
+            self._lap("gradients", t)
+            last_round = m == spec["n_estimators"] - 1
+            for k in range(K):
+                rows = sampled.copy()
+                tree, leaves, routed = await self._grow(f"{m}.{k}", grad[k], hess[k], rows,
+                                                        rest is None, features, rng, spec)
+                trees.append(tree)
+                tree_class.append(k)
+                if last_round:  # the last round's scores are never used
+                    continue
+                t = _now()
+                add_leaf_values(raw[k], rows, *leaves)
+                if routed is not None:
+                    starts, stops, feat, thr, dl, left_v, right_v = routed
+                    add_routed_values(raw[k], rows, starts, stops, Xf, feat, thr, missing_bin, dl,
+                                      left_v, right_v)
+                if rest is not None and len(rest):
+                    predict_binned_rows(Xf, rest, tree.feature, tree.bin_threshold,
+                                        tree.default_left, tree.left, tree.right, tree.value,
+                                        missing_bin, raw[k])
+                self._lap("update", t)
+            self.rounds = m + 1
+        return trees, tree_class
+
+    async def _grow(self, tag, grad, hess, rows, all_rows, features, rng, spec):
+        """One tree, node for node as ``grower.grow_tree`` (same node ids, same order of random
+        draws), every histogram summed over the ranks. Returns ``(tree, (leaf_start,
+        leaf_stop, leaf_value), routed)`` as ``grower.GrownTree`` holds them."""
+        p = spec["params"]
+        Xf, Xr = self.part["Xf"], self.part["Xr"]
+        edges, n_edges, missing_bin = spec["edges"], spec["n_edges"], spec["missing_bin"]
+        n_features, n_bins = Xf.shape[1], missing_bin + 1
+        buf = np.empty(rows.shape[0], dtype=rows.dtype)
+        cols = {c: [] for c in ("feature", "threshold", "bin_threshold", "default_left", "left",
+                                "right", "value", "gain", "cover")}
+        hists = {}  # node id -> its histogram summed over the ranks
+        seq = iter(range(1 << 30))
+
+        def node_features():
+            if p.colsample_bynode >= 1.0:
+                return features
+            m = max(1, int(p.colsample_bynode * len(features) + 0.5))
+            return np.sort(rng.choice(features, size=m, replace=False))
+
+        def evaluate(node):
+            t = _now()
+            node.split = find_best_split(hists[node.id], node_features(), n_edges, missing_bin,
+                                         node.g, node.h, p.reg_lambda, p.reg_alpha, p.gamma,
+                                         p.min_child_weight)
+            self._lap("split_search", t)
+            if node.split[1] < 0:
+                del hists[node.id]
+            return node.split[1] >= 0
+
+        def can_split(depth, n_leaves):
+            return ((p.max_depth <= 0 or depth < p.max_depth)
+                    and (p.max_leaves <= 0 or n_leaves < p.max_leaves))
+
+        def new_node(start, stop, depth, g, h):
+            node = _Node(len(cols["value"]), start, stop, depth, g, h)
+            for c, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
+                         ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
+                cols[c].append(v)
+            cols["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
+            cols["cover"].append(h)
+            return node
+
+        def record_split(node, n_left):
+            """Children of ``node``; ``n_left = -1``: rows not partitioned (no slices)."""
+            gain, f, b, dl, gl, hl = node.split
+            mid = node.start + n_left if n_left >= 0 else -1
+            left = new_node(node.start, mid, node.depth + 1, gl, hl)
+            right = new_node(mid, node.stop, node.depth + 1, node.g - gl, node.h - hl)
+            i = node.id
+            cols["feature"][i] = f
+            cols["threshold"][i] = float(edges[f, b]) if b < edges.shape[1] else np.inf
+            cols["bin_threshold"][i] = b
+            cols["default_left"][i] = int(dl)
+            cols["left"][i], cols["right"][i] = left.id, right.id
+            cols["gain"][i] = gain
+            del leaves[i]
+            if n_left >= 0:
+                leaves[left.id], leaves[right.id] = left, right
+            return left, right
+
+        async def children_hists(nodes, pairs):
+            """The children's summed histograms: the smaller child's (by the global hessian
+            sum, the same on every rank) built and summed, the larger's by subtraction."""
+            t = _now()
+            small = [lt if lt.h <= rt.h else rt for lt, rt in pairs]
+            local = np.zeros((len(nodes), n_features, n_bins, 2))
+            build_histograms(Xr, rows, np.array([s.start for s in small], dtype=np.int64),
+                             np.array([s.stop for s in small], dtype=np.int64), grad, hess,
+                             features, local)
+            self._lap("histogram", t)
+            total = await self._allreduce(f"{tag}.{next(seq)}", local)
+            for q, (nd, (lt, rt)) in enumerate(zip(nodes, pairs, strict=True)):
+                large = rt if small[q] is lt else lt
+                hists[small[q].id] = total[q]
+                hists[large.id] = hists.pop(nd.id) - total[q]
+
+        t = _now()
+        local = np.zeros((n_features, n_bins, 2))
+        if all_rows:
+            build_histogram_root(Xf, grad, hess, features, local)
+        else:
+            build_histogram(Xr, rows, grad, hess, features, local)
+        self._lap("histogram", t)
+        root_hist = await self._allreduce(f"{tag}.{next(seq)}", local)
+        g0, h0 = root_hist[features[0]].sum(axis=0)
+        root = new_node(0, rows.shape[0], 0, float(g0), float(h0))
+        hists[root.id] = root_hist
+        leaves = {root.id: root}
+        routed = None
+        if p.grow_policy == "depthwise" and p.max_leaves <= 0:
+            frontier = [root] if can_split(0, 1) and evaluate(root) else []
+            while frontier:
+                starts = np.array([nd.start for nd in frontier], dtype=np.int64)
+                stops = np.array([nd.stop for nd in frontier], dtype=np.int64)
+                feat = np.array([nd.split[1] for nd in frontier], dtype=np.int64)
+                thr = np.array([nd.split[2] for nd in frontier], dtype=np.int64)
+                dl = np.array([nd.split[3] for nd in frontier], dtype=np.bool_)
+                if not can_split(frontier[0].depth + 1, 0):
+                    # the children are leaves: their rows are routed when scores are updated
+                    pairs = [record_split(nd, -1) for nd in frontier]
+                    routed = (starts, stops, feat, thr, dl,
+                              np.array([cols["value"][lt.id] for lt, _ in pairs]),
+                              np.array([cols["value"][rt.id] for _, rt in pairs]))
+                    break
+                t = _now()
+                n_left = np.empty(len(frontier), dtype=np.int64)
+                partition_level(rows, starts, stops, Xf, feat, thr, missing_bin, dl, buf, n_left)
+                self._lap("partition", t)
+                pairs = [record_split(nd, int(c)) for nd, c in zip(frontier, n_left, strict=True)]
+                await children_hists(frontier, pairs)
+                frontier = [c for pair in pairs for c in pair if evaluate(c)]
+        else:
+            heap, counter = [], 0
+
+            def push(node):
+                nonlocal counter
+                if evaluate(node):
+                    key = node.depth if p.grow_policy == "depthwise" else -node.split[0]
+                    heapq.heappush(heap, (key, counter, node))
+                    counter += 1
+
+            if can_split(0, 1):
+                push(root)
+            while heap:
+                if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
+                    break
+                _, _, node = heapq.heappop(heap)
+                t = _now()
+                n_left = partition_rows(rows, node.start, node.stop, Xf[:, node.split[1]],
+                                        node.split[2], missing_bin, node.split[3], buf)
+                self._lap("partition", t)
+                pair = record_split(node, n_left)
+                if can_split(node.depth + 1, len(leaves)):
+                    await children_hists([node], [pair])
+                    push(pair[0])
+                    push(pair[1])
+                hists.pop(node.id, None)
+        tree = tree_from_lists(**cols)
+        ids = sorted(leaves)
+        leaf_slices = (np.array([leaves[i].start for i in ids], dtype=np.int64),
+                       np.array([leaves[i].stop for i in ids], dtype=np.int64),
+                       tree.value[ids].copy())
+        return tree, leaf_slices, routed
 
 
-def _partition_nodes(part, state, spec, missing_bin):
-    """Split the rows of the nodes in ``spec`` (a copy of ``state``'s rows; ``state`` is not
-    modified). Returns ``(new_state, starts, n_left)``.
+class _Node:
+    __slots__ = ("id", "start", "stop", "depth", "g", "h", "split")
 
-    ``spec``: arrays ``node, feature, bin, default_left, left, right, small_is_left``."""
-    node, feat, bins, dl, left, right, _ = spec
-    rows = state["rows"].copy()
-    slices = dict(state["slices"])
-    starts = np.array([slices[i][0] for i in node], dtype=np.int64)
-    stops = np.array([slices[i][1] for i in node], dtype=np.int64)
-    n_left = np.empty(len(node), dtype=np.int64)
-    partition_level(rows, starts, stops, part["Xf"], feat, bins, missing_bin, dl,
-                    np.empty(rows.shape[0], dtype=rows.dtype), n_left)
-    for s in range(len(node)):
-        del slices[int(node[s])]
-        mid = int(starts[s] + n_left[s])
-        slices[int(left[s])] = (int(starts[s]), mid)
-        slices[int(right[s])] = (mid, int(stops[s]))
-    return {"rows": rows, "slices": slices}, starts, stops, n_left
-
-
-def _level_state(part, state, spec, missing_bin, n_jobs):
-    """The row state after splitting the nodes in ``spec``."""
-    with _threads(_worker_threads(n_jobs)):
-        return _partition_nodes(part, state, spec, missing_bin)[0]
-
-
-def _level_hist(part, gh, k, state, spec, features, missing_bin, n_jobs):
-    """Shard-local histograms of the smaller children of the nodes in ``spec``, shape
-    (n_nodes, n_features, n_bins, 2). Partitions the rows itself (as :func:`_level_state`
-    does, on a copy) so that the histogram waits for no other task."""
-    small_left = spec[6]
-    hist = np.zeros((len(spec[0]), part["Xr"].shape[1], missing_bin + 1, 2))
-    with _threads(_worker_threads(n_jobs)):
-        new, starts, stops, n_left = _partition_nodes(part, state, spec, missing_bin)
-        s_start = np.where(small_left, starts, starts + n_left)
-        s_stop = np.where(small_left, starts + n_left, stops)
-        build_histograms(part["Xr"], new["rows"], s_start, s_stop, gh["grad"][k],
-                         gh["hess"][k], features, hist)
-    return hist
-
-
-def _add(a, b):
-    return a + b
-
-
-def _apply_trees(part, raw, trees, missing_bin, n_jobs):
-    """New raw scores: ``raw[k] +`` the leaf each row reaches in tree ``(k, tree)``."""
-    raw = raw.copy()
-    rows = np.arange(raw.shape[1], dtype=np.int32)
-    with _threads(_worker_threads(n_jobs)):
-        for k, t in trees:
-            predict_binned_rows(part["Xr"], rows, t.feature, t.bin_threshold, t.default_left,
-                                t.left, t.right, t.value, missing_bin, raw[k])
-    return raw
+    def __init__(self, node_id, start, stop, depth, g, h):
+        self.id, self.start, self.stop, self.depth = node_id, start, stop, depth
+        self.g, self.h = g, h
+        self.split = None
 
 
 # --- client side -----------------------------------------------------------------------------
@@ -314,6 +657,10 @@ def _as_dask_array(obj, name, ndim):
     if any(np.isnan(c) for c in obj.chunks[0]):
         obj = obj.compute_chunk_sizes()
     return obj
+
+
+def _add(a, b):
+    return a + b
 
 
 def _tree_reduce(client, futures, func, workers, *args):
@@ -347,188 +694,108 @@ def _lost_worker_errors():
     return (KilledWorker, CancelledError, FutureCancelledError, FuturesCancelledError)
 
 
-class _Node:
-    __slots__ = ("id", "depth", "g", "h", "hist", "split")
+def _is_lost(exc):
+    """Whether ``exc`` (raised by a rank or by an actor call) means a worker or peer is gone."""
+    from distributed.comm.core import CommClosedError
 
-    def __init__(self, node_id, depth, g, h):
-        self.id, self.depth, self.g, self.h = node_id, depth, g, h
-        self.hist = None
-        self.split = None
+    if isinstance(exc, (_PeerLost, OSError, CommClosedError) + _lost_worker_errors()):
+        return True
+    return isinstance(exc, RuntimeError) and "Actor was lost" in str(exc)
 
 
-class _DaskFit:
-    """One fit: the partitions' futures and the client-side tree growth."""
+class _CollectiveLost(RuntimeError):
+    """A rank's worker died (or a peer stopped answering) during the collective fit."""
 
-    def __init__(self, est, client, parts, workers, missing_bin, edges, n_edges, rng):
-        self.est, self.client, self.parts, self.workers = est, client, parts, workers
-        self.missing_bin, self.edges, self.n_edges, self.rng = missing_bin, edges, n_edges, rng
-        self.params = est._tree_params()
-        self.n_jobs = est.n_jobs
-        self.histogram_bytes = 0
 
-    def submit(self, func, *args, worker):
-        return self.client.submit(func, *args, pure=False, workers=[worker],
-                                  allow_other_workers=True)
+def _collective_fit(est, client, parts, spec, offsets):
+    """Create one :class:`_Rank` actor per shard, on the worker holding it, run :meth:`_Rank.fit`
+    on all of them and return rank 0's result (after checking every rank grew the same trees).
 
-    def summed(self, hists):
-        """Sum of the shards' histogram futures, in shard order."""
-        partial = _reduce_to(self.client, hists, _add, self.workers, GATHER_FANIN)
-        parts = self.client.gather(partial)
-        total = parts[0]
-        for h in parts[1:]:
-            total = total + h
-        self.histogram_bytes += sum(h.nbytes for h in parts)
-        return total
+    Raises :class:`_CollectiveLost` when a rank's worker leaves the cluster or a rank loses
+    its peers; the other ranks are aborted first, so no rank is left waiting."""
+    from distributed import wait
 
-    def grow(self, gh, k, features):
-        """One tree on the gradients ``gh`` (futures per partition), mirroring
-        ``grower.grow_tree``: the same node ids and the same order of random draws."""
-        p, rng, edges, n_edges = self.params, self.rng, self.edges, self.n_edges
-        missing_bin = self.missing_bin
-        cols = {c: [] for c in ("feature", "threshold", "bin_threshold", "default_left", "left",
-                                "right", "value", "gain", "cover")}
+    W = len(parts)
+    wait(parts)
+    who = client.who_has(parts)
+    places = [who[p.key][0] if who.get(p.key) else None for p in parts]
+    if None in places or len(set(places)) < W:
+        raise _CollectiveLost("the shards are not on distinct live workers")
+    rank_futs = [client.submit(_Rank, part, r, W, actor=True, workers=[wk],
+                               allow_other_workers=False, pure=False)
+                 for r, (part, wk) in enumerate(zip(parts, places, strict=True))]
+    actors, calls = [], []
+    try:
+        try:
+            wait(rank_futs, timeout=ACTOR_START_TIMEOUT)
+        except TimeoutError as exc:
+            raise _CollectiveLost("a rank's actor did not start (its worker left?)") from exc
+        actors = [f.result() for f in rank_futs]
+        calls = [a.fit(actors, dict(spec, offsets=offs))
+                 for a, offs in zip(actors, offsets, strict=True)]
+        last_check = time.monotonic()
+        while not all(c.done() for c in calls):
+            for c in calls:
+                if c.done():
+                    c.result()  # raises the rank's error, if it failed
+            now = time.monotonic()
+            if now - last_check >= LIVENESS_S:
+                last_check = now
+                alive = set(client.scheduler_info()["workers"])
+                gone = [wk for wk in places if wk not in alive]
+                if gone:
+                    raise _CollectiveLost(f"worker(s) {gone} left the cluster during fit")
+            est._rounds_done = int(actors[0].rounds)
+            time.sleep(POLL_S)
+        results = [c.result() for c in calls]
+    except BaseException as exc:
+        for a, c in zip(actors, calls, strict=False):
+            if not c.done():
+                try:
+                    a.abort(repr(exc)).result(timeout=10)
+                except Exception:  # noqa: BLE001 - a dead rank cannot be aborted
+                    pass
+        for c in calls:  # wait for the aborted ranks to stop
+            try:
+                c.result(timeout=30)
+            except Exception:  # noqa: BLE001
+                pass
+        client.cancel(rank_futs)
+        if isinstance(exc, Exception) and _is_lost(exc):
+            raise _CollectiveLost(f"{type(exc).__name__}: {exc}") from exc
+        raise
+    client.cancel(rank_futs)
+    ref = results[0]
+    for r, res in enumerate(results[1:], start=1):
+        if not _same_trees(ref["trees"], res["trees"]):
+            raise RuntimeError(f"rank {r} grew different trees from rank 0; this is a bug")
+    return ref["trees"], ref["tree_class"], results
 
-        def node_features():
-            if p.colsample_bynode >= 1.0:
-                return features
-            m = max(1, int(p.colsample_bynode * len(features) + 0.5))
-            return np.sort(rng.choice(features, size=m, replace=False))
 
-        def evaluate(node):
-            node.split = find_best_split(node.hist, node_features(), n_edges, missing_bin,
-                                         node.g, node.h, p.reg_lambda, p.reg_alpha, p.gamma,
-                                         p.min_child_weight)
-            return node.split[1] >= 0
-
-        def can_split(depth, n_leaves):
-            return ((p.max_depth <= 0 or depth < p.max_depth)
-                    and (p.max_leaves <= 0 or n_leaves < p.max_leaves))
-
-        def new_node(depth, g, h):
-            node = _Node(len(cols["value"]), depth, g, h)
-            for c, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
-                         ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
-                cols[c].append(v)
-            cols["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
-            cols["cover"].append(h)
-            return node
-
-        def record_split(node):
-            gain, f, b, dl, gl, hl = node.split
-            left = new_node(node.depth + 1, gl, hl)
-            right = new_node(node.depth + 1, node.g - gl, node.h - hl)
-            i = node.id
-            cols["feature"][i] = f
-            cols["threshold"][i] = float(edges[f, b]) if b < edges.shape[1] else np.inf
-            cols["bin_threshold"][i] = b
-            cols["default_left"][i] = int(dl)
-            cols["left"][i], cols["right"][i] = left.id, right.id
-            cols["gain"][i] = gain
-            del leaves[i]
-            leaves[left.id], leaves[right.id] = left, right
-            return left, right
-
-        def split_on_workers(nodes, children):
-            """Partition ``nodes`` on every partition; set the children's global histograms."""
-            small_left = np.array([lt.h <= rt.h for lt, rt in children], dtype=np.bool_)
-            spec = (np.array([nd.id for nd in nodes], dtype=np.int64),
-                    np.array([nd.split[1] for nd in nodes], dtype=np.int64),
-                    np.array([nd.split[2] for nd in nodes], dtype=np.int64),
-                    np.array([nd.split[3] for nd in nodes], dtype=np.bool_),
-                    np.array([lt.id for lt, _ in children], dtype=np.int64),
-                    np.array([rt.id for _, rt in children], dtype=np.int64), small_left)
-            zipped = list(zip(self.parts, gh, states, self.workers, strict=True))
-            hists = [self.submit(_level_hist, part, g, k, s, spec, features, missing_bin,
-                                 self.n_jobs, worker=w) for part, g, s, w in zipped]
-            states[:] = [self.submit(_level_state, part, s, spec, missing_bin, self.n_jobs,
-                                     worker=w) for part, _, s, w in zipped]
-            small = self.summed(hists)
-            for q, (nd, (lt, rt)) in enumerate(zip(nodes, children, strict=True)):
-                sm, lg = (lt, rt) if small_left[q] else (rt, lt)
-                sm.hist = small[q]
-                lg.hist = nd.hist - small[q]
-                nd.hist = None
-
-        hists = [self.submit(_root_hist, part, g, k, features, missing_bin, self.n_jobs,
-                             worker=w) for part, g, w in zip(self.parts, gh, self.workers,
-                                                             strict=True)]
-        states = [self.submit(_root_state, part, g, worker=w)
-                  for part, g, w in zip(self.parts, gh, self.workers, strict=True)]
-        root_hist = self.summed(hists)[0]
-        g0, h0 = root_hist[features[0]].sum(axis=0)
-        root = new_node(0, float(g0), float(h0))
-        root.hist = root_hist
-        leaves = {root.id: root}
-        if p.grow_policy == "depthwise" and p.max_leaves <= 0:
-            frontier = [root] if can_split(0, 1) and evaluate(root) else []
-            while frontier:
-                depth = frontier[0].depth + 1
-                children = [record_split(nd) for nd in frontier]
-                if not can_split(depth, 0):
-                    break  # the children are leaves: no rows to move, no histograms
-                split_on_workers(frontier, children)
-                frontier = [c for pair in children for c in pair if evaluate(c)]
-        else:
-            heap, counter = [], 0
-
-            def push(node):
-                nonlocal counter
-                if evaluate(node):
-                    key = node.depth if p.grow_policy == "depthwise" else -node.split[0]
-                    heapq.heappush(heap, (key, counter, node))
-                    counter += 1
-
-            if can_split(0, 1):
-                push(root)
-            while heap:
-                if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
-                    break
-                _, _, node = heapq.heappop(heap)
-                left, right = record_split(node)
-                if can_split(node.depth + 1, len(leaves)):
-                    split_on_workers([node], [(left, right)])
-                    push(left)
-                    push(right)
-                node.hist = None
-        return tree_from_lists(**cols)
-
-    def boost(self, raw):
-        est, rng = self.est, self.rng
-        n_total = self.n_total
-        K = est._objective.n_outputs
-        n_features = self.edges.shape[0]
-        n_cols = max(1, int(est.colsample_bytree * n_features))
-        trees, tree_class = [], []
-        for _ in range(est.n_estimators):
-            if est.subsample < 1.0:
-                state = rng.bit_generator.state
-                samples = [(state, offs, float(est.subsample)) for offs in self.offsets]
-                rng.bit_generator.advance(n_total)
-            else:
-                samples = [None] * len(self.parts)
-            gh = [self.submit(_gradients, part, r, est._objective, s, self.n_jobs, worker=w)
-                  for part, r, s, w in zip(self.parts, raw, samples, self.workers, strict=True)]
-            features = (np.arange(n_features, dtype=np.int64) if n_cols == n_features
-                        else np.sort(rng.choice(n_features, n_cols, replace=False)))
-            new = []
-            for k in range(K):
-                tree = self.grow(gh, k, features)
-                new.append((k, tree))
-                trees.append(tree)
-                tree_class.append(k)
-            if len(trees) < est.n_estimators * K:  # the last round's scores are never used
-                raw = [self.submit(_apply_trees, part, r, new, self.missing_bin, self.n_jobs,
-                                   worker=w)
-                       for part, r, w in zip(self.parts, raw, self.workers, strict=True)]
-            est._rounds_done = len(trees) // K
-        return trees, tree_class
+def _same_trees(a, b):
+    """Bitwise equality of two tree lists."""
+    if len(a) != len(b):
+        return False
+    for ta, tb in zip(a, b, strict=True):
+        for field in ("feature", "bin_threshold", "default_left", "left", "right", "value",
+                      "gain", "cover"):
+            if not np.array_equal(getattr(ta, field), getattr(tb, field)):
+                return False
+    return True
 
 
 class _DaskMixin:
     """Fitting on a Dask cluster; prediction to dask collections; :meth:`to_local`.
 
     Fitted attributes beyond the single-machine estimator's: ``bin_mapper_`` (the global bin
-    edges), ``histogram_bytes_`` (bytes of summed histograms the client received during fit).
+    edges), ``histogram_bytes_`` (bytes of histograms the workers sent each other during fit,
+    all ranks together), ``fit_profile_``: ``"client"``, the wall seconds of the fit's phases
+    (persisting, bin edges and classes, binning the shards, boosting), and
+    ``"ranks"``, per rank the wall seconds (``*_s``) and the CPU seconds of the thread it runs
+    on, the worker's event loop (``*_cpu_s``), in gradients, histogram kernels, row
+    partitions, the allreduce (sending, waiting for peers, adding), split search, score updates
+    and the whole boosting loop (``fit``); the worker process's CPU seconds meanwhile, all its
+    threads (``process_cpu_s``); and the number of allreduces.
     """
 
     #: The ``distributed.Client`` to use; None: the current one (``distributed.default_client``).
@@ -550,6 +817,10 @@ class _DaskMixin:
         if eval_set is not None or early_stopping_rounds is not None:
             raise NotImplementedError("eval_set and early_stopping_rounds are not supported "
                                       "on Dask; evaluate with predict() on a dask collection")
+        for name in ("early_stopping_rounds", "callbacks", "monotone_constraints",
+                     "interaction_constraints", "categorical_features"):
+            if getattr(self, name, None) is not None:
+                raise NotImplementedError(f"{name} is not supported on Dask")
         self._validate_params()
         if self.tree_method != "hist":
             raise ValueError("DaskGBDT supports tree_method='hist' only, "
@@ -570,22 +841,30 @@ class _DaskMixin:
             w = w.rechunk((X.chunks[0],))
         n_features = int(X.shape[1])
         classify = isinstance(self, GBDTClassifier)
-        try:
-            return self._fit(client, X, y, w, names, n_features, classify)
-        except _lost_worker_errors() as exc:
-            raise WorkerLostError(
-                f"a Dask worker was lost during fit and Dask could not recompute its data "
-                f"({type(exc).__name__}: {exc}); no model was produced, fit again") from exc
+        lost = None
+        for _ in range(FIT_ATTEMPTS):
+            try:
+                return self._fit(client, X, y, w, names, n_features, classify)
+            except _CollectiveLost as exc:  # a rank's worker died: fit again from the start
+                lost = exc
+            except _lost_worker_errors() as exc:
+                raise WorkerLostError(
+                    f"a Dask worker was lost during fit and Dask could not recompute its data "
+                    f"({type(exc).__name__}: {exc}); no model was produced, fit again") from exc
+        raise WorkerLostError(
+            f"a Dask worker was lost during fit in each of {FIT_ATTEMPTS} attempts ({lost}); "
+            f"no model was produced, fit again") from lost
 
     def _fit(self, client, X, y, w, names, n_features, classify):
         import dask
-        from distributed import futures_of
+        from distributed import futures_of, wait
         from sklearn.utils import check_random_state
 
         if X.shape[0] == 0:
             raise ValueError("X has no rows")
         if hasattr(self, "_forest"):  # a failed refit must not leave the old model behind
             del self._forest
+        clock = {"start": time.perf_counter()}
         # Persist (a no-op for data already on the cluster) and take each row block's future
         # in block order; the blocks stay where they are.
         arrays = [X, y] + ([w] if w is not None else [])
@@ -595,6 +874,7 @@ class _DaskMixin:
             futs.append([by_key[key] for key in dask.core.flatten(a.__dask_keys__())])
         x_parts, y_parts = futs[0], futs[1]
         w_parts = futs[2] if w is not None else [None] * len(x_parts)
+        wait(x_parts)  # computed: who_has then tells where each block lives
         who = client.who_has(x_parts)
         alive = sorted(client.scheduler_info()["workers"])
         if not alive:
@@ -612,33 +892,33 @@ class _DaskMixin:
         def sub(func, *args, worker):
             return client.submit(func, *args, pure=False, workers=[worker],
                                  allow_other_workers=True)
+        clock["persist"] = time.perf_counter()
 
-        if classify:
-            import dask.array as da
-
-            classes = np.asarray(da.unique(y).compute())
-        else:
-            classes = None
-        obj, _ = self._make_objective(classes if classify else np.zeros(1))
-        self._objective = obj
-        K = obj.n_outputs
-
-        # 1. bin edges from merged per-partition summaries (exact below SUMMARY_SIZE values)
+        # 1. bin edges from merged per-shard summaries (exact below SUMMARY_SIZE values), and
+        #    the classes, in the same pass
         def blocks(parts, wk):
             return [parts[i] for i in shards[wk]]
 
-        summaries = [sub(_summarize_shard, blocks(x_parts, wk), blocks(w_parts, wk),
-                         SUMMARY_SIZE, worker=wk) for wk in workers]
-        summary = _tree_reduce(client, summaries, _merge_summaries, workers,
-                               SUMMARY_SIZE).result()
+        stats = [sub(_shard_stats, blocks(x_parts, wk), blocks(y_parts, wk), blocks(w_parts, wk),
+                     SUMMARY_SIZE, classify, worker=wk) for wk in workers]
+        summary, classes = _tree_reduce(client, stats, _merge_shard_stats, workers,
+                                        SUMMARY_SIZE).result()
+        obj, _ = self._make_objective(classes if classify else np.zeros(1))
+        if obj.name not in ("reg:squarederror", "binary:logistic", "multi:softprob", "custom"):
+            # absolute/quantile re-fit leaves after growth; Poisson & co. need their links here
+            raise NotImplementedError(f"objective {obj.name!r} is not supported on Dask")
+        self._objective = obj
+        K = obj.n_outputs
         edges = np.full((n_features, max(self.max_bin - 1, 1)), np.inf)
         n_edges = np.zeros(n_features, dtype=np.int64)
-        for j, (v, c) in enumerate(summary):
-            _find_edges(np.ascontiguousarray(v[:, None]), np.ascontiguousarray(c), False,
-                        self.max_bin, edges[j:j + 1], n_edges[j:j + 1])
+        with _threads(1):  # one feature per call: a parallel region would only wait for threads
+            for j, (v, c) in enumerate(summary):
+                _find_edges(np.ascontiguousarray(v[:, None]), np.ascontiguousarray(c), False,
+                            self.max_bin, edges[j:j + 1], n_edges[j:j + 1])
         mapper = BinMapper(self.max_bin)
         mapper.edges_, mapper.n_edges_ = edges, n_edges
         missing_bin = mapper.missing_bin
+        clock["bin_edges"] = time.perf_counter()
 
         # 2. bin every partition where it lives; the base score from label statistics
         parts = [sub(_bin_shard, blocks(x_parts, wk), blocks(y_parts, wk), blocks(w_parts, wk),
@@ -658,16 +938,23 @@ class _DaskMixin:
             y_small, w_small = np.array([total[0] / total[1]]), np.ones(1)
         base = (obj.init_score(y_small, w_small) if self.base_score is None
                 else np.full(K, self._raw_base_score(float(self.base_score))))
-        raw = [sub(_init_raw, pp, base, worker=wk) for pp, wk in zip(parts, workers, strict=True)]
+        clock["binning"] = time.perf_counter()
 
-        # 3. boosting
+        # 3. boosting: one rank per shard, on its worker (the same seed on every rank)
         seed = 0 if self.random_state is None else self.random_state
-        rng = np.random.default_rng(check_random_state(seed).randint(2**31 - 1))
-        fit = _DaskFit(self, client, parts, workers, missing_bin, edges, n_edges, rng)
-        fit.n_total = int(sizes.sum())
-        fit.offsets = [[int(starts[i]) for i in shards[wk]] for wk in workers]
+        spec = {"objective": obj, "base": np.asarray(base, dtype=np.float64),
+                "params": self._tree_params(), "n_estimators": int(self.n_estimators),
+                "colsample_bytree": float(self.colsample_bytree),
+                "subsample": float(self.subsample),
+                "seed": int(check_random_state(seed).randint(2**31 - 1)),
+                "n_total": int(sizes.sum()), "edges": edges, "n_edges": n_edges,
+                "missing_bin": missing_bin, "n_jobs": self.n_jobs,
+                "allgather_max": ALLGATHER_MAX_RANKS}
+        offsets = [[int(starts[i]) for i in shards[wk]] for wk in workers]
         self._rounds_done = 0
-        trees, tree_class = fit.boost(raw)
+        trees, tree_class, results = _collective_fit(self, client, parts, spec, offsets)
+        clock["boosting"] = time.perf_counter()
+        self._rounds_done = int(self.n_estimators)
 
         self._base_score = np.asarray(base, dtype=np.float64)
         self._trees, self._tree_class = trees, tree_class
@@ -677,7 +964,11 @@ class _DaskMixin:
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self.bin_mapper_ = mapper
-        self.histogram_bytes_ = fit.histogram_bytes
+        self.histogram_bytes_ = int(sum(r["bytes_sent"] for r in results))
+        marks = list(clock.items())
+        self.fit_profile_ = {
+            "client": {f"{name}_s": t - marks[i][1] for i, (name, t) in enumerate(marks[1:])},
+            "ranks": [r["profile"] for r in results]}
         self.evals_result_ = {}
         self._finish()
         return self

@@ -16,9 +16,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from deepnotes.boosting.grower import GrownTree, TreeParams
+from deepnotes.boosting.grower import GrownTree, TreeParams, allowed_features
 from deepnotes.boosting.predictor import tree_from_lists
-from deepnotes.boosting.splitting import MIN_GAIN, leaf_score, leaf_weight
+from deepnotes.boosting.splitting import (
+    MIN_GAIN,
+    clip_weight,
+    leaf_score,
+    leaf_weight,
+    score_given_weight,
+)
 
 
 def presort(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +37,8 @@ def presort(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @njit(parallel=True, cache=True)
 def _level_splits(X, order, n_valid, slot, grad, hess, allowed, node_n, node_g, node_h, lam,
-                  alpha, gamma, mcw, gain, thr, dleft, gl_out, hl_out):  # pragma: no cover
+                  alpha, gamma, mcw, gain, thr, dleft, gl_out, hl_out, mono, has_mono, lower,
+                  upper, node_w):  # pragma: no cover
     n_nodes = node_g.shape[0]
     for k in prange(order.shape[0]):
         m = n_valid[k]
@@ -51,7 +58,10 @@ def _level_splits(X, order, n_valid, slot, grad, hess, allowed, node_n, node_g, 
         parent = np.empty(n_nodes)
         has_miss = np.empty(n_nodes, dtype=np.bool_)
         for s in range(n_nodes):
-            parent[s] = leaf_score(node_g[s], node_h[s], lam, alpha)
+            if has_mono:
+                parent[s] = score_given_weight(node_g[s], node_h[s], lam, alpha, node_w[s])
+            else:
+                parent[s] = leaf_score(node_g[s], node_h[s], lam, alpha)
             has_miss[s] = miss_n[s] > 0
             gain[s, k] = MIN_GAIN
             thr[s, k] = np.nan
@@ -85,8 +95,17 @@ def _level_splits(X, order, n_valid, slot, grad, hess, allowed, node_n, node_g, 
                     hr = node_h[s2] - hl
                     if hl < mcw or hr < mcw or hl <= 0.0 or hr <= 0.0:
                         continue
-                    g = 0.5 * (leaf_score(gl, hl, lam, alpha) + leaf_score(gr, hr, lam, alpha)
-                               - parent[s2]) - gamma
+                    if has_mono:  # xgboost's monotone constraints (splitting.py, Eq. 15)
+                        wl = clip_weight(leaf_weight(gl, hl, lam, alpha), lower[s2], upper[s2])
+                        wr = clip_weight(leaf_weight(gr, hr, lam, alpha), lower[s2], upper[s2])
+                        if (mono[k] > 0 and wl > wr) or (mono[k] < 0 and wl < wr):
+                            continue
+                        g = 0.5 * (score_given_weight(gl, hl, lam, alpha, wl)
+                                   + score_given_weight(gr, hr, lam, alpha, wr)
+                                   - parent[s2]) - gamma
+                    else:
+                        g = 0.5 * (leaf_score(gl, hl, lam, alpha)
+                                   + leaf_score(gr, hr, lam, alpha) - parent[s2]) - gamma
                     if g > gain[s2, k]:
                         gain[s2, k] = g
                         thr[s2, k] = t
@@ -142,10 +161,16 @@ def grow_tree_exact(X: np.ndarray, presorted, grad: np.ndarray, hess: np.ndarray
         return len(out["value"]) - 1
 
     root_g, root_h = float(g64[rows].sum()), float(h64[rows].sum())
-    frontier = [(new_node(root_g, root_h), root_g, root_h)]  # (node id, G, H) per slot
+    # (node id, G, H, weight, lower, upper, path) per slot: the last four for the constraints
+    frontier = [(new_node(root_g, root_h), root_g, root_h,
+                 leaf_weight(root_g, root_h, p.reg_lambda, p.reg_alpha), -np.inf, np.inf,
+                 frozenset())]
     depth = 0
     allowed_tree = np.zeros(n_features, dtype=np.bool_)
     allowed_tree[features] = True
+    mono = (np.zeros(n_features, dtype=np.int8) if p.monotone is None
+            else np.asarray(p.monotone, dtype=np.int8))
+    has_mono = bool(np.any(mono != 0))
     while frontier and (p.max_depth <= 0 or depth < p.max_depth):
         s_n = len(frontier)
         allowed = np.repeat(allowed_tree[None, :], s_n, axis=0)
@@ -154,6 +179,11 @@ def grow_tree_exact(X: np.ndarray, presorted, grad: np.ndarray, hess: np.ndarray
             allowed[:] = False
             for s in range(s_n):
                 allowed[s, rng.choice(features, size=kf, replace=False)] = True
+        if p.interaction_sets is not None:
+            for s in range(s_n):
+                if depth > 0:
+                    allowed[s] &= allowed_features(frontier[s][6], p.interaction_sets,
+                                                   n_features)
         node_g = np.array([f[1] for f in frontier])
         node_h = np.array([f[2] for f in frontier])
         shape = (s_n, n_features)
@@ -164,25 +194,40 @@ def grow_tree_exact(X: np.ndarray, presorted, grad: np.ndarray, hess: np.ndarray
         node_n = np.bincount(live[live >= 0], minlength=s_n).astype(np.int64)
         _level_splits(X, order, n_valid, slot, g64, h64, allowed, node_n, node_g, node_h,
                       p.reg_lambda,
-                      p.reg_alpha, p.gamma, p.min_child_weight, gain, thr, dleft, gl, hl)
+                      p.reg_alpha, p.gamma, p.min_child_weight, gain, thr, dleft, gl, hl, mono,
+                      has_mono, np.array([f[4] for f in frontier]),
+                      np.array([f[5] for f in frontier]), np.array([f[3] for f in frontier]))
         best = np.argmax(gain, axis=1)  # first feature among equal gains, like the hist search
         split_f = np.full(s_n, -1, dtype=np.int64)
         split_t, split_dl = np.zeros(s_n), np.zeros(s_n, dtype=np.bool_)
         left_slot = np.zeros(s_n, dtype=np.int64)
         left_id, right_id = np.zeros(s_n, dtype=np.int64), np.zeros(s_n, dtype=np.int64)
         new_frontier = []
-        for s, (node, g, h) in enumerate(frontier):
+        for s, (node, g, h, _, lo, up, path) in enumerate(frontier):
             f = int(best[s])
             if not gain[s, f] > MIN_GAIN:
                 continue
             a, b = new_node(gl[s, f], hl[s, f]), new_node(g - gl[s, f], h - hl[s, f])
+            wa = min(max(leaf_weight(gl[s, f], hl[s, f], p.reg_lambda, p.reg_alpha), lo), up)
+            wb = min(max(leaf_weight(g - gl[s, f], h - hl[s, f], p.reg_lambda, p.reg_alpha),
+                         lo), up)
+            bounds_a, bounds_b = [lo, up], [lo, up]
+            if has_mono:  # as grower.grow_tree: clipped child weights, mid-point bounds
+                out["value"][a], out["value"][b] = wa * p.learning_rate, wb * p.learning_rate
+                mid = 0.5 * (wa + wb)
+                if mono[f] > 0:
+                    bounds_a[1] = bounds_b[0] = mid
+                elif mono[f] < 0:
+                    bounds_a[0] = bounds_b[1] = mid
+            child_path = path | {f}
             out["feature"][node], out["threshold"][node] = f, float(thr[s, f])
             out["default_left"][node] = int(dleft[s, f])
             out["left"][node], out["right"][node] = a, b
             out["gain"][node] = float(gain[s, f])
             split_f[s], split_t[s], split_dl[s] = f, thr[s, f], dleft[s, f]
             left_slot[s], left_id[s], right_id[s] = len(new_frontier), a, b
-            new_frontier += [(a, gl[s, f], hl[s, f]), (b, g - gl[s, f], h - hl[s, f])]
+            new_frontier += [(a, gl[s, f], hl[s, f], wa, *bounds_a, child_path),
+                             (b, g - gl[s, f], h - hl[s, f], wb, *bounds_b, child_path)]
         _route(X, rows, slot, node_of_row, split_f, split_t, split_dl, left_slot, left_id,
                right_id)
         frontier = new_frontier

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numba
 import numpy as np
@@ -26,17 +27,23 @@ from deepnotes.boosting import model_io
 from deepnotes.boosting import shap as _shap
 from deepnotes.boosting.binning import BinMapper
 from deepnotes.boosting.grower import TreeParams, grow_tree
-from deepnotes.boosting.metrics import MAXIMIZE, METRICS
+from deepnotes.boosting.metrics import MAXIMIZE, METRICS, metric_base
+from deepnotes.boosting.metrics import is_known as is_known_metric
+from deepnotes.boosting.metrics import resolve as resolve_metric
 from deepnotes.boosting.objectives import (
     CLASSIFICATION,
     REGRESSION,
     CustomObjective,
     Objective,
+    _LogLink,
+    make_regression_objective,
     sigmoid,
 )
 from deepnotes.boosting.predictor import Forest, make_forest, predict_binned_rows, predict_raw
 
 IMPORTANCE_TYPES = ("gain", "weight", "cover", "total_gain", "total_cover")
+#: Methods a training callback may define (xgboost's ``TrainingCallback``, given the estimator).
+_CALLBACK_METHODS = ("before_training", "after_iteration", "after_training")
 
 
 @contextmanager
@@ -88,13 +95,30 @@ class _BaseGBDT(BaseEstimator):
     importance_type : str          'gain', 'weight', 'cover', 'total_gain' or 'total_cover'
     n_jobs : int or None           numba threads (None or -1: all)
     random_state : int, RandomState or None   None means 0, as in xgboost (refits agree)
+    monotone_constraints : None, sequence, dict or str    gbdt-b: -1/0/+1 per feature (a list of
+                                   n_features, a dict by name or index, or xgboost's "(1,0,-1)");
+                                   xgboost's bounds (Eqs. 14-15 of the post)
+    interaction_constraints : None, list of lists or str  gbdt-b: allowed feature sets (indices
+                                   or names); a branch stays inside one set (Eq. 16)
+    categorical_features : None, indices, names or bool mask   gbdt-b: integer-coded categorical
+                                   columns; pandas 'category' columns are detected. hist only
+    max_cat_to_onehot : int        gbdt-b: up to this many categories one-vs-rest splits, more:
+                                   sorted partitions (Eq. 17)
+    max_cat_threshold : int        gbdt-b: xgboost's cap: a sorted partition sends fewer than this
+                                   many categories to the side without the missing values
     """
 
     def __init__(self, n_estimators=100, learning_rate=0.3, max_depth=6, max_leaves=0,
                  grow_policy="depthwise", min_child_weight=1.0, reg_lambda=1.0, reg_alpha=0.0,
                  gamma=0.0, subsample=1.0, colsample_bytree=1.0, colsample_bynode=1.0,
                  max_bin=256, tree_method="hist", objective=None, base_score=None,
-                 eval_metric=None, importance_type="gain", n_jobs=None, random_state=None):
+                 eval_metric=None, importance_type="gain", n_jobs=None, random_state=None,
+                 # gbdt-a: objective parameters and training control (xgboost >= 2 names)
+                 quantile_alpha=0.5, huber_slope=1.0, tweedie_variance_power=1.5,
+                 early_stopping_rounds=None, callbacks=None,
+                 # gbdt-b: constraints and categorical features (xgboost's names)
+                 monotone_constraints=None, interaction_constraints=None,
+                 categorical_features=None, max_cat_to_onehot=4, max_cat_threshold=64):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
@@ -115,6 +139,18 @@ class _BaseGBDT(BaseEstimator):
         self.importance_type = importance_type
         self.n_jobs = n_jobs
         self.random_state = random_state
+        # gbdt-a
+        self.quantile_alpha = quantile_alpha
+        self.huber_slope = huber_slope
+        self.tweedie_variance_power = tweedie_variance_power
+        self.early_stopping_rounds = early_stopping_rounds
+        self.callbacks = callbacks
+        # gbdt-b
+        self.monotone_constraints = monotone_constraints
+        self.interaction_constraints = interaction_constraints
+        self.categorical_features = categorical_features
+        self.max_cat_to_onehot = max_cat_to_onehot
+        self.max_cat_threshold = max_cat_threshold
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -145,9 +181,6 @@ class _BaseGBDT(BaseEstimator):
             raise ValueError("tree_method='exact' supports grow_policy='depthwise' only")
         if self.tree_method == "exact" and self.max_leaves > 0:
             raise ValueError("tree_method='exact' does not support max_leaves; use 'hist'")
-        if self.eval_metric is not None and self.eval_metric not in METRICS:
-            raise ValueError(f"eval_metric must be one of {sorted(METRICS)}, "
-                             f"got {self.eval_metric!r}")
         if self.importance_type not in IMPORTANCE_TYPES:
             raise ValueError(f"importance_type must be one of {IMPORTANCE_TYPES}, "
                              f"got {self.importance_type!r}")
@@ -156,6 +189,34 @@ class _BaseGBDT(BaseEstimator):
             raise ValueError(f"n_jobs must be None, -1 or a positive int, got {self.n_jobs!r}")
         if self.base_score is not None:
             _check("base_score", self.base_score, real)
+        self._validate_training_params()
+        self._validate_feature_params()
+
+    # --- gbdt-a: objective parameters, eval metrics, early stopping, callbacks ---------------
+    def _validate_training_params(self):
+        real = numbers.Real
+        _check("quantile_alpha", self.quantile_alpha, real, 0, 1, low_open=True, high_open=True)
+        _check("huber_slope", self.huber_slope, real, 0, low_open=True)
+        _check("tweedie_variance_power", self.tweedie_variance_power, real, 1, 2,
+               low_open=True, high_open=True)
+        if self.early_stopping_rounds is not None:
+            _check("early_stopping_rounds", self.early_stopping_rounds, numbers.Integral, 1)
+        for cb in self.callbacks or ():
+            if not any(callable(getattr(cb, m, None)) for m in _CALLBACK_METHODS):
+                raise TypeError(f"callbacks: {cb!r} has none of the methods "
+                                f"{', '.join(_CALLBACK_METHODS)}")
+        self._metric_names()  # raises on an unknown name
+
+    def _metric_names(self) -> list:
+        """``eval_metric`` as a list of names and callables (None: the objective's default)."""
+        m = self.eval_metric
+        items = [] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
+        for item in items:
+            if not (callable(item) or is_known_metric(item)):
+                raise ValueError(f"eval_metric: unknown metric {item!r}; known: "
+                                 f"{sorted(METRICS)} plus 'ndcg', 'ndcg@k', "
+                                 f"'tweedie-nloglik@rho' or a callable(y_true, y_pred)")
+        return items
 
     def _tree_params(self) -> TreeParams:
         return TreeParams(max_depth=self.max_depth, max_leaves=self.max_leaves,
@@ -163,7 +224,13 @@ class _BaseGBDT(BaseEstimator):
                           min_child_weight=float(self.min_child_weight),
                           reg_lambda=float(self.reg_lambda), reg_alpha=float(self.reg_alpha),
                           gamma=float(self.gamma), learning_rate=float(self.learning_rate),
-                          colsample_bynode=float(self.colsample_bynode))
+                          colsample_bynode=float(self.colsample_bynode),
+                          # gbdt-b: set by fit (_resolve_feature_params)
+                          monotone=getattr(self, "_monotone_", None),
+                          interaction_sets=getattr(self, "_interaction_sets_", None),
+                          is_categorical=getattr(self, "_categorical_", None),
+                          max_cat_to_onehot=int(self.max_cat_to_onehot),
+                          max_cat_threshold=int(self.max_cat_threshold))
 
     # --- fitting ---------------------------------------------------------------------------
     def _make_objective(self, y) -> tuple[Objective, np.ndarray]:
@@ -184,17 +251,22 @@ class _BaseGBDT(BaseEstimator):
         eval_set : list of (X, y) pairs, optional
             Evaluated after every round into ``evals_result_``; the last one drives early stopping.
         early_stopping_rounds : int, optional
-            Stop when the last eval set's metric has not improved for this many rounds; the model
-            keeps the trees up to the best round (``best_iteration_``).
+            Stop when the last eval set's last metric has not improved for this many rounds; the
+            model keeps the trees up to the best round (``best_iteration_``). Overrides the
+            constructor's ``early_stopping_rounds`` (xgboost >= 2 sets it there).
         """
         self._validate_params()
+        X = self._encode_pandas_categories(X, fit=True)
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                              y_numeric=not isinstance(self, ClassifierMixin))
+        self._resolve_feature_params(X)
         w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         if not np.sum(w) > 0:
             raise ValueError("sample_weight sums to zero")
         obj, y_enc = self._make_objective(y)
         self._objective = obj
+        if early_stopping_rounds is None:
+            early_stopping_rounds = self.early_stopping_rounds
         if early_stopping_rounds is not None:
             _check("early_stopping_rounds", early_stopping_rounds, numbers.Integral, 1)
             if not eval_set:
@@ -203,26 +275,38 @@ class _BaseGBDT(BaseEstimator):
         for k, pair in enumerate(eval_set or []):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise TypeError("eval_set must be a list of (X, y) pairs")
-            Xe = validate_data(self, pair[0], reset=False, ensure_all_finite="allow-nan",
-                               dtype=np.float64)
+            Xe = self._check_X(pair[0], fitted=False)
             ye = self._encode_eval_labels(np.asarray(pair[1]))
             if len(ye) != len(Xe):
                 raise ValueError(f"eval_set[{k}]: X has {len(Xe)} rows but y has {len(ye)}")
             evals.append((np.ascontiguousarray(Xe), ye))
-        metric_name = self.eval_metric or obj.default_metric
-        metric = METRICS[metric_name]
+        metrics = self._resolve_metrics(obj)
         # None means seed 0, as in xgboost: a refit gives the same model (the bin-edge
         # subsample and any row/column sampling all draw from this generator).
         seed = 0 if self.random_state is None else self.random_state
         rng = np.random.default_rng(check_random_state(seed).randint(2**31 - 1))
         with _threads(self.n_jobs):
-            self._boost(X, y_enc, w, evals, metric_name, metric, early_stopping_rounds, rng)
+            self._boost(X, y_enc, w, evals, metrics, early_stopping_rounds, rng)
         return self
+
+    def _resolve_metrics(self, obj) -> list:
+        """``[(name, fn(y, pred, group_ptr) -> float, maximize), ...]`` for ``eval_metric``."""
+        out = []
+        for item in self._metric_names() or [obj.default_metric]:
+            if callable(item):
+                name = getattr(item, "__name__", "custom")
+                out.append((name, lambda y, p, group_ptr=None, f=item: float(f(y, p)), False))
+                continue
+            fn = resolve_metric(item, alpha=float(self.quantile_alpha),
+                                slope=float(self.huber_slope))
+            out.append((item, lambda y, p, group_ptr=None, f=fn: f(y, p, group_ptr=group_ptr),
+                        metric_base(item) in MAXIMIZE))
+        return out
 
     def _encode_eval_labels(self, y):
         return np.asarray(y, dtype=np.float64)
 
-    def _boost(self, X, y, w, evals, metric_name, metric, early_stopping_rounds, rng):
+    def _boost(self, X, y, w, evals, metrics, early_stopping_rounds, rng):
         n, n_features = X.shape
         obj = self._objective
         K = obj.n_outputs
@@ -234,15 +318,18 @@ class _BaseGBDT(BaseEstimator):
         hess = np.empty((K, n), dtype=np.float32)
         params = self._tree_params()
         if self.tree_method == "hist":
-            mapper = BinMapper(self.max_bin, random_state=rng).fit(X, w)
+            mapper = BinMapper(self.max_bin, random_state=rng).fit(X, w, self._categorical_)
             Xb_rows = mapper.transform_row_major(X)  # for the gathers below the root
             Xb = np.asfortranarray(Xb_rows)  # for the root histogram and the partitions
         else:
             presorted = _exact.presort(X)
         eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
-        self.evals_result_ = {f"validation_{k}": {metric_name: []} for k in range(len(evals))}
+        self.evals_result_ = {f"validation_{k}": {name: [] for name, _, _ in metrics}
+                              for k in range(len(evals))}
         self._trees, self._tree_class = [], []
-        best_score, best_round, maximize = None, 0, metric_name in MAXIMIZE
+        best_score, best_round, maximize = None, 0, metrics[-1][2]
+        callbacks = list(self.callbacks or ())
+        self._call(callbacks, "before_training")
         n_cols = max(1, int(self.colsample_bytree * n_features))
         for m in range(self.n_estimators):
             obj.gradients(y, raw, w, grad, hess)
@@ -259,17 +346,19 @@ class _BaseGBDT(BaseEstimator):
                 if self.tree_method == "hist":
                     grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None, features,
                                       mapper.n_edges_, mapper.edges_, mapper.missing_bin,
-                                      params, rng)
+                                      params, rng, categories=mapper.categories_)
                 else:
                     grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
                                                    params, rng)
                 tree = grown.tree
-                if self.tree_method == "hist":
+                if obj.refresh_leaf is not None:  # gbdt-a: absolute / quantile error
+                    self._refresh_leaves(tree, X, y, raw[k], w, sampled)
+                elif self.tree_method == "hist":
                     grown.add_to_scores(raw[k], rows, Xb, mapper.missing_bin)
                 else:
                     grown.add_to_scores(raw[k], rows, None, -1)
-                if rest is not None and len(rest):
-                    if self.tree_method == "hist":
+                if rest is not None and len(rest) and obj.refresh_leaf is None:
+                    if self.tree_method == "hist" and not tree.categories:
                         predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
                                             tree.default_left, tree.left, tree.right, tree.value,
                                             mapper.missing_bin, raw[k])
@@ -283,32 +372,226 @@ class _BaseGBDT(BaseEstimator):
                 new = make_forest(self._trees[-K:], self._tree_class[-K:])
                 for e, (Xe, ye) in enumerate(evals):
                     predict_raw(new, Xe, eval_raw[e])
-                    score = metric(ye, self._metric_for(metric_name, eval_raw[e]))
-                    self.evals_result_[f"validation_{e}"][metric_name].append(score)
+                    ptr = self._eval_group_ptr(e)
+                    for name, fn, _ in metrics:
+                        score = fn(ye, self._metric_for(name, eval_raw[e]), group_ptr=ptr)
+                        self.evals_result_[f"validation_{e}"][name].append(score)
                 if early_stopping_rounds is not None:
                     if (best_score is None or (score > best_score if maximize
                                                else score < best_score)):
                         best_score, best_round = score, m
                     elif m - best_round >= early_stopping_rounds:
                         break
+            if any(self._call(callbacks, "after_iteration", m, self.evals_result_)):
+                break
         if early_stopping_rounds is not None:
             self.best_iteration_, self.best_score_ = best_round, best_score
             del self._trees[(best_round + 1) * K:]
             del self._tree_class[(best_round + 1) * K:]
         self._finish()
+        self._call(callbacks, "after_training")
+
+    # --- gbdt-a: callbacks, adaptive leaves, eval groups, xgboost-style accessors ---------------
+    def _call(self, callbacks, method, *args) -> list:
+        """Call ``method(self, *args)`` on every callback that defines it; their results."""
+        return [getattr(cb, method)(self, *args) for cb in callbacks
+                if callable(getattr(cb, method, None))]
+
+    def _eval_group_ptr(self, e):
+        """Query-group boundaries of eval set ``e`` (rankers), else None."""
+        return None
+
+    def _refresh_leaves(self, tree, X, y, raw_k, w, sampled):
+        """Set each leaf of ``tree`` to ``learning_rate`` times the objective's
+        ``refresh_leaf`` of the residuals ``y - F`` of its sampled training rows (xgboost's
+        adaptive leaves for absolute / quantile error), then add the tree to ``raw_k``."""
+        ids = replace(tree, value=np.arange(tree.n_nodes, dtype=np.float64))
+        leaf = np.zeros((X.shape[0], 1))
+        predict_raw(make_forest([ids], [0]), X, leaf)
+        leaf = leaf[:, 0].astype(np.int64)
+        rows = sampled[np.argsort(leaf[sampled], kind="stable")]
+        bounds = np.flatnonzero(np.r_[True, leaf[rows][1:] != leaf[rows][:-1], True])
+        residual = y - raw_k
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            r = rows[a:b]
+            tree.value[leaf[r[0]]] = self.learning_rate * self._objective.refresh_leaf(
+                residual[r], w[r])
+        raw_k += tree.value[leaf]
+
+    def evals_result(self) -> dict:
+        """The per-round eval metrics, ``{"validation_0": {"rmse": [...]}, ...}`` (xgboost's)."""
+        check_is_fitted(self, "_forest")
+        return self.evals_result_
+
+    @property
+    def best_iteration(self) -> int:
+        """Round (0-based) with the best last eval metric; set by early stopping (xgboost's)."""
+        check_is_fitted(self, "_forest")
+        if not hasattr(self, "best_iteration_"):
+            raise AttributeError("best_iteration is only set by early stopping")
+        return self.best_iteration_
+
+    @property
+    def best_score(self) -> float:
+        """The best last eval metric; set by early stopping (xgboost's)."""
+        check_is_fitted(self, "_forest")
+        if not hasattr(self, "best_score_"):
+            raise AttributeError("best_score is only set by early stopping")
+        return self.best_score_
 
     def _raw_base_score(self, value):
         return value
 
     def _metric_for(self, metric_name, raw):
         pred = self._objective.transform(raw)
-        if metric_name in ("logloss", "auc", "error") and pred.ndim == 2:
+        # binary: the positive-class probability (callables too, as xgboost passes them)
+        if metric_name != "mlogloss" and pred.ndim == 2 and pred.shape[1] == 2 \
+                and isinstance(self, ClassifierMixin):
             return pred[:, -1]
         return pred[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred
 
     def _finish(self):
         self._forest = make_forest(self._trees, self._tree_class)
         self.n_trees_per_round_ = self._objective.n_outputs
+
+    # --- gbdt-b: monotone / interaction constraints and categorical features -----------------
+    def _validate_feature_params(self):
+        _check("max_cat_to_onehot", self.max_cat_to_onehot, numbers.Integral, 1)
+        _check("max_cat_threshold", self.max_cat_threshold, numbers.Integral, 1)
+        used = [name for name in ("monotone_constraints", "interaction_constraints",
+                                  "categorical_features") if getattr(self, name) is not None]
+        if used and type(self).__module__ == "deepnotes.boosting.dask":
+            raise ValueError(f"{', '.join(used)}: not supported by the Dask estimators")
+        if self.categorical_features is not None and self.tree_method == "exact":
+            raise ValueError("categorical_features needs tree_method='hist' (as in xgboost)")
+
+    def _feature_label(self, j) -> str:
+        names = getattr(self, "feature_names_in_", None)
+        return f"{names[j]!r} (column {j})" if names is not None else f"column {j}"
+
+    def _feature_index(self, key, what) -> int:
+        """Column index of ``key``: an int index or a DataFrame column name."""
+        nf = self.n_features_in_
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            if not 0 <= key < nf:
+                raise ValueError(f"{what}: feature index {key} out of range for {nf} features")
+            return int(key)
+        names = [str(n) for n in getattr(self, "feature_names_in_", [])]
+        if isinstance(key, str) and key in names:
+            return names.index(key)
+        raise ValueError(f"{what}: unknown feature {key!r} (known names: {names or 'none'})")
+
+    def _encode_pandas_categories(self, X, fit):
+        """pandas ``category`` columns as float codes (NaN: missing), coded by the categories seen
+        in fit; a label not seen in fit becomes NaN and follows each split's default side."""
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is a dependency of the tests only
+            return X
+        if fit:
+            self._pandas_categories_ = {}
+        if not isinstance(X, pd.DataFrame):
+            return X
+        if fit:
+            self._pandas_categories_ = {
+                str(c): X[c].cat.categories for c in X.columns
+                if isinstance(X[c].dtype, pd.CategoricalDtype)}
+        known = getattr(self, "_pandas_categories_", {})
+        columns = [c for c in X.columns if str(c) in known]
+        if not columns:
+            return X
+        X = X.copy()
+        for c in columns:
+            codes = known[str(c)].get_indexer(X[c].astype(object))  # -1: NaN or unseen
+            X[c] = np.where(codes < 0, np.nan, codes).astype(np.float64)
+        return X
+
+    def _resolve_feature_params(self, X):
+        """Per-feature arrays of ``categorical_features``, ``monotone_constraints`` and
+        ``interaction_constraints`` (None when unused); bad input raises ``ValueError``."""
+        nf = X.shape[1]
+        cat = np.zeros(nf, dtype=np.bool_)
+        spec = self.categorical_features
+        if spec is not None:
+            arr = np.asarray(spec)
+            if arr.dtype == np.bool_:
+                if arr.shape != (nf,):
+                    raise ValueError(f"categorical_features: a boolean mask needs {nf} entries, "
+                                     f"got shape {arr.shape}")
+                cat |= arr
+            else:
+                for key in np.atleast_1d(spec).tolist():
+                    cat[self._feature_index(key, "categorical_features")] = True
+        for name in self._pandas_categories_:
+            cat[self._feature_index(name, "categorical_features")] = True
+        self._categorical_ = cat if cat.any() else None
+        self._check_category_codes(X)
+        self._monotone_ = self._parse_monotone(nf)
+        if self._monotone_ is not None and cat[self._monotone_ != 0].any():
+            j = int(np.flatnonzero(cat & (self._monotone_ != 0))[0])
+            raise ValueError(f"monotone_constraints: feature {self._feature_label(j)} is "
+                             f"categorical; categories have no order to be monotone in")
+        self._interaction_sets_ = self._parse_interactions()
+
+    def _parse_monotone(self, nf):
+        spec = self.monotone_constraints
+        if spec is None:
+            return None
+        if isinstance(spec, str):  # xgboost's "(1,0,-1)"
+            body = spec.strip().strip("()[]").strip()
+            try:
+                spec = [int(v) for v in body.split(",")] if body else []
+            except ValueError:
+                raise ValueError(f"monotone_constraints: cannot parse {self.monotone_constraints!r}"
+                                 f"; expected e.g. '(1,0,-1)'") from None
+        if isinstance(spec, dict):
+            mono = np.zeros(nf, dtype=np.int8)
+            for key, v in spec.items():
+                mono[self._feature_index(key, "monotone_constraints")] = self._sign(v)
+        else:
+            values = list(spec)
+            if len(values) != nf:
+                raise ValueError(f"monotone_constraints has {len(values)} entries but X has "
+                                 f"{nf} features")
+            mono = np.array([self._sign(v) for v in values], dtype=np.int8)
+        return mono if np.any(mono != 0) else None
+
+    @staticmethod
+    def _sign(v) -> int:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v not in (-1, 0, 1):
+            raise ValueError(f"monotone_constraints: each entry must be -1, 0 or 1, got {v!r}")
+        return int(v)
+
+    def _parse_interactions(self):
+        spec = self.interaction_constraints
+        if spec is None:
+            return None
+        if isinstance(spec, str):  # xgboost's "[[0, 1], [2, 3]]"
+            import json
+            try:
+                spec = json.loads(spec)
+            except json.JSONDecodeError:
+                raise ValueError(f"interaction_constraints: cannot parse {spec!r}; expected "
+                                 f"e.g. '[[0, 1], [2, 3]]'") from None
+        if not isinstance(spec, (list, tuple)) or not all(
+                isinstance(s, (list, tuple, set, frozenset)) for s in spec):
+            raise ValueError("interaction_constraints must be a list of lists of feature "
+                             f"indices or names, got {spec!r}")
+        return tuple(frozenset(self._feature_index(k, "interaction_constraints") for k in s)
+                     for s in spec)
+
+    def _check_category_codes(self, X):
+        """Categorical columns must hold integer codes >= 0 or NaN."""
+        cat = getattr(self, "_categorical_", None)
+        if cat is None:
+            return
+        for j in np.flatnonzero(cat):
+            v = X[:, j]
+            bad = ~np.isnan(v) & ((v < 0) | (v != np.floor(v)) | (v > 2**31 - 1))
+            if bad.any():
+                raise ValueError(f"categorical feature {self._feature_label(j)} holds "
+                                 f"{float(v[bad][0])!r}, not an integer category code >= 0 "
+                                 f"(or NaN)")
 
     # --- prediction ------------------------------------------------------------------------
     @property
@@ -327,10 +610,13 @@ class _BaseGBDT(BaseEstimator):
         check_is_fitted(self, "_forest")
         return len(self._trees) // self.n_trees_per_round_
 
-    def _check_X(self, X):
-        check_is_fitted(self, "_forest")
-        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
-                             dtype=np.float64)
+    def _check_X(self, X, fitted=True):
+        if fitted:
+            check_is_fitted(self, "_forest")
+        X = validate_data(self, self._encode_pandas_categories(X, fit=False), reset=False,
+                          ensure_all_finite="allow-nan", dtype=np.float64)
+        self._check_category_codes(X)
+        return X
 
     def decision_function_raw(self, X) -> np.ndarray:
         """Raw scores ``F(x)``, shape (n_samples, K): base score plus every tree (Eq. 1)."""
@@ -370,12 +656,11 @@ class _BaseGBDT(BaseEstimator):
         return self._shap(X, _shap.tree_interactions)
 
     # --- importances -----------------------------------------------------------------------
-    def get_score(self, importance_type: str | None = None) -> np.ndarray:
+    def _importance(self, kind: str) -> np.ndarray:
         """Unnormalised importance per feature, shape (n_features,): ``weight`` = number of
         splits, ``gain`` / ``cover`` = mean gain (Eq. 4) / hessian cover of its splits,
         ``total_gain`` / ``total_cover`` = their sums."""
         check_is_fitted(self, "_forest")
-        kind = importance_type or self.importance_type
         if kind not in IMPORTANCE_TYPES:
             raise ValueError(f"importance_type must be one of {IMPORTANCE_TYPES}, got {kind!r}")
         nf = self.n_features_in_
@@ -390,10 +675,31 @@ class _BaseGBDT(BaseEstimator):
         return {"weight": count, "gain": gain / safe, "cover": cover / safe,
                 "total_gain": gain, "total_cover": cover}[kind]
 
+    def feature_names(self) -> list[str]:
+        """The DataFrame's column names seen in fit, else ``f0, f1, ...`` (xgboost's)."""
+        check_is_fitted(self, "_forest")
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            return [str(n) for n in names]
+        return [f"f{j}" for j in range(self.n_features_in_)]
+
+    def get_score(self, importance_type: str | None = None) -> dict[str, float]:
+        """Importance per feature name (xgboost's ``Booster.get_score``): a dict over the
+        features used in at least one split, keyed by :meth:`feature_names`. ``weight`` =
+        number of splits, ``gain`` / ``cover`` = mean gain (Eq. 4; half of xgboost's, see
+        :mod:`deepnotes.boosting.splitting`) / hessian cover of its splits, ``total_gain`` /
+        ``total_cover`` = their sums. None: the estimator's ``importance_type``."""
+        kind = importance_type or self.importance_type
+        values = self._importance(kind)
+        used = self._importance("weight") > 0
+        return {name: float(v) for name, v, u in
+                zip(self.feature_names(), values, used, strict=True) if u}
+
     @property
     def feature_importances_(self) -> np.ndarray:
-        """``get_score(importance_type)`` normalised to sum 1 (zeros when there is no split)."""
-        s = self.get_score()
+        """``importance_type`` importances as an array over all features, normalised to sum 1
+        (zeros when there is no split)."""
+        s = self._importance(self.importance_type)
         return s / s.sum() if s.sum() > 0 else s
 
     # --- persistence -----------------------------------------------------------------------
@@ -421,16 +727,28 @@ class GBDTRegressor(RegressorMixin, _BaseGBDT):
         if name not in REGRESSION:
             raise ValueError(f"objective must be one of {sorted(REGRESSION)} or a callable, "
                              f"got {name!r}")
-        return REGRESSION[name](1), y
+        obj = make_regression_objective(name, self.get_params())
+        obj.check_labels(y)
+        return obj, y
+
+    def _raw_base_score(self, value):
+        if isinstance(self._objective, _LogLink):  # base_score is a mean, as in xgboost
+            if not value > 0:
+                raise ValueError(f"base_score must be > 0 for {self._objective.name} (a mean "
+                                 f"on the log link), got {value}")
+            return float(np.log(value))
+        return value
 
     def predict(self, X) -> np.ndarray:
-        """Predictions, shape (n_samples,)."""
-        return self.decision_function_raw(X)[:, 0]
+        """Predictions, shape (n_samples,): the raw score through the objective's link (``exp``
+        for Poisson, Gamma and Tweedie; the identity otherwise)."""
+        raw = self.decision_function_raw(X)  # first: raises NotFittedError before fit
+        return self._objective.transform(raw)[:, 0]
 
     def staged_predict(self, X):
         """Predictions after each boosting round (a generator of arrays of shape (n_samples,))."""
         for raw in self._staged_raw(X):
-            yield raw[:, 0]
+            yield self._objective.transform(raw)[:, 0]
 
 
 class GBDTClassifier(ClassifierMixin, _BaseGBDT):

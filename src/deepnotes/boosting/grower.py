@@ -32,7 +32,12 @@ from deepnotes.boosting.histogram import (
 )
 from deepnotes.boosting.predictor import Tree, tree_from_lists
 from deepnotes.boosting.prefetch import prefetch
-from deepnotes.boosting.splitting import find_best_split, leaf_weight
+from deepnotes.boosting.splitting import (
+    category_bins_left,
+    find_best_split,
+    find_best_split_ext,
+    leaf_weight,
+)
 
 
 @dataclass
@@ -48,6 +53,17 @@ class TreeParams:
     gamma: float = 0.0
     learning_rate: float = 0.3
     colsample_bynode: float = 1.0
+    # --- constraints and categorical features (None: none) ---
+    monotone: np.ndarray | None = None
+    """int8 per feature: +1 increasing, -1 decreasing, 0 free (xgboost's semantics)."""
+    interaction_sets: tuple | None = None
+    """Allowed interaction sets (frozensets of feature indices), xgboost's semantics."""
+    is_categorical: np.ndarray | None = None
+    """bool per feature: its bins are categories (see ``BinMapper``)."""
+    max_cat_to_onehot: int = 4
+    """Up to this many categories: one-vs-rest splits; more: sorted partitions."""
+    max_cat_threshold: int = 64
+    """A sorted partition sends fewer than this many categories to the side without NaN."""
 
 
 #: Nodes with more rows are partitioned by chunks in parallel (two passes); smaller ones in one.
@@ -291,13 +307,51 @@ def add_routed_values(out, rows, starts, stops, X_binned, features, bin_threshol
 
 
 class _Node:
-    __slots__ = ("id", "start", "stop", "depth", "g", "h", "hist", "split")
+    __slots__ = ("id", "start", "stop", "depth", "g", "h", "hist", "split", "weight", "lower",
+                 "upper", "path", "allowed", "cat_bins")
 
     def __init__(self, node_id, start, stop, depth, g, h):
         self.id, self.start, self.stop, self.depth = node_id, start, stop, depth
         self.g, self.h = g, h
         self.hist = None
         self.split = None
+        # monotone constraints: the node's (clipped) weight and its bounds
+        self.weight, self.lower, self.upper = 0.0, -np.inf, np.inf
+        # interaction constraints: features on the path from the root, features allowed here
+        self.path, self.allowed = frozenset(), None
+        self.cat_bins = None  # categorical split: the bins sent left
+
+
+@njit(cache=True, nogil=True)
+def partition_rows_table(rows, start, stop, col, table, buf):  # pragma: no cover - numba
+    """Stable in-place partition of ``rows[start:stop]``: rows with ``table[col[r]] != 0`` first
+    (a categorical split: ``table`` marks the left bins, its ``missing_bin`` entry is
+    ``default_left``). Returns the number of left rows."""
+    nl = 0
+    nr = 0
+    for i in range(start, stop):
+        r = rows[i]
+        if table[col[r]]:
+            rows[start + nl] = r
+            nl += 1
+        else:
+            buf[nr] = r
+            nr += 1
+    for i in range(nr):
+        rows[start + nl + i] = buf[i]
+    return nl
+
+
+def allowed_features(path: frozenset, sets: tuple, n_features: int) -> np.ndarray:
+    """Features a node whose path from the root splits on ``path`` may split on (xgboost's
+    interaction constraints, Eq. 16 of the post): those of ``path`` and of every set that
+    contains all of ``path``. Bool mask, shape (n_features,)."""
+    mask = np.zeros(n_features, dtype=np.bool_)
+    mask[list(path)] = True
+    for s in sets:
+        if path <= s:
+            mask[list(s)] = True
+    return mask
 
 
 @dataclass
@@ -330,7 +384,8 @@ class GrownTree:
 def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: np.ndarray,
               rows: np.ndarray,
               all_rows: bool, features: np.ndarray, n_edges: np.ndarray, edges: np.ndarray,
-              missing_bin: int, params: TreeParams, rng: np.random.Generator) -> GrownTree:
+              missing_bin: int, params: TreeParams, rng: np.random.Generator,
+              categories: list | None = None) -> GrownTree:
     """Grow one tree on the gradients ``grad, hess`` (float32, shape (n_samples,)).
 
     Parameters
@@ -342,6 +397,14 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
     features : ndarray of int64           features this tree may use (ascending)
     n_edges, edges, missing_bin           the bin mapper's ``n_edges_``, ``edges_``, ``max_bin``
     rng                                   draws the per-node feature subsample
+    categories : list or None             per feature, the sorted category codes of bins
+                                          ``0..n_edges[j]`` (None for a numeric feature); needed
+                                          when ``params.is_categorical`` marks any feature
+
+    Monotone and interaction constraints (``params.monotone``, ``params.interaction_sets``)
+    follow xgboost: see :mod:`deepnotes.boosting.splitting` and :func:`allowed_features`. A
+    categorical split stores its left and right category codes in ``tree.categories``; trees
+    with categorical features grow node by node (the level kernels route by thresholds).
     """
     p = params
     n_bins = missing_bin + 1
@@ -360,10 +423,31 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         k = max(1, int(p.colsample_bynode * len(features) + 0.5))
         return np.sort(rng.choice(features, size=k, replace=False))
 
+    mono = p.monotone if p.monotone is not None else np.zeros(n_features, dtype=np.int8)
+    is_cat = (p.is_categorical if p.is_categorical is not None
+              else np.zeros(n_features, dtype=np.bool_))
+    has_mono, any_cat = bool(np.any(mono != 0)), bool(np.any(is_cat))
+    tree_categories = {}
+
     def evaluate(node, hist=None):
-        node.split = find_best_split(node.hist if hist is None else hist, node_features(),
-                                     n_edges, missing_bin, node.g, node.h, p.reg_lambda,
-                                     p.reg_alpha, p.gamma, p.min_child_weight)
+        feats = node_features()
+        if node.allowed is not None:
+            feats = feats[node.allowed[feats]]
+        h = node.hist if hist is None else hist
+        if has_mono or any_cat:
+            node.split = find_best_split_ext(h, feats, n_edges, missing_bin, node.g, node.h,
+                                             p.reg_lambda, p.reg_alpha, p.gamma,
+                                             p.min_child_weight, mono, node.lower, node.upper,
+                                             node.weight, is_cat, p.max_cat_to_onehot,
+                                             p.max_cat_threshold)
+            f = node.split[1]
+            if f >= 0 and is_cat[f]:
+                node.cat_bins = category_bins_left(h[f], int(n_edges[f]) + 1, node.split[2],
+                                                   node.h, p.reg_lambda, p.reg_alpha,
+                                                   p.min_child_weight, p.max_cat_to_onehot)
+        else:
+            node.split = find_best_split(h, feats, n_edges, missing_bin, node.g, node.h,
+                                         p.reg_lambda, p.reg_alpha, p.gamma, p.min_child_weight)
         return node.split[1] >= 0
 
     def can_split(depth, n_leaves):
@@ -390,6 +474,9 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         build_histogram(X_rows, rows, grad, hess, features, root_hist)
     g0, h0 = root_hist[features[0]].sum(axis=0)
     root = new_node(0, rows.shape[0], 0, float(g0), float(h0))
+    root.weight = leaf_weight(root.g, root.h, p.reg_lambda, p.reg_alpha)
+    if p.interaction_sets is not None:
+        root.allowed = np.ones(n_features, dtype=np.bool_)
     root.hist = root_hist
     heap: list = []
     leaves = {root.id: root}
@@ -413,9 +500,38 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         right = new_node(mid, node.stop, node.depth + 1, node.g - gl, node.h - hl)
         i = node.id
         cols_out["feature"][i] = f
-        cols_out["threshold"][i] = float(edges[f, b]) if b < edges.shape[1] else np.inf
-        cols_out["bin_threshold"][i] = b
+        if is_cat[f]:
+            codes = categories[f]
+            in_left = np.zeros(codes.shape[0], dtype=np.bool_)
+            in_left[node.cat_bins] = True
+            tree_categories[i] = (codes[in_left].copy(), codes[~in_left].copy())
+            cols_out["threshold"][i] = np.nan
+            cols_out["bin_threshold"][i] = -1
+        else:
+            cols_out["threshold"][i] = float(edges[f, b]) if b < edges.shape[1] else np.inf
+            cols_out["bin_threshold"][i] = b
         cols_out["default_left"][i] = int(dl)
+        if has_mono:
+            # xgboost's bounds: children's weights clipped to the node's bounds; a split on a
+            # constrained feature bounds them further by the mid-point of the two weights
+            wl = min(max(leaf_weight(gl, hl, p.reg_lambda, p.reg_alpha), node.lower), node.upper)
+            wr = min(max(leaf_weight(node.g - gl, node.h - hl, p.reg_lambda, p.reg_alpha),
+                         node.lower), node.upper)
+            cols_out["value"][left.id] = wl * p.learning_rate
+            cols_out["value"][right.id] = wr * p.learning_rate
+            left.weight, right.weight = wl, wr
+            for child in (left, right):
+                child.lower, child.upper = node.lower, node.upper
+            mid = 0.5 * (wl + wr)
+            if mono[f] > 0:
+                left.upper = right.lower = mid
+            elif mono[f] < 0:
+                left.lower = right.upper = mid
+        if p.interaction_sets is not None:
+            path = node.path | {int(f)}
+            allowed = allowed_features(path, p.interaction_sets, n_features)
+            for child in (left, right):
+                child.path, child.allowed = path, allowed
         cols_out["left"][i], cols_out["right"][i] = left.id, right.id
         cols_out["gain"][i] = gain
         del leaves[i]
@@ -426,7 +542,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         return left, right, small, large
 
     routed = None
-    if p.grow_policy == "depthwise" and p.max_leaves <= 0:
+    if p.grow_policy == "depthwise" and p.max_leaves <= 0 and not any_cat:
         # Level-synchronous: one parallel partition and one parallel histogram pass per level,
         # instead of one per node. Same trees (nodes are split in the same order). The last
         # level is not partitioned: its rows are routed to their leaves when scores are updated.
@@ -479,8 +595,15 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
                 break
             _, _, node = heapq.heappop(heap)
-            n_left = partition_rows(rows, node.start, node.stop, column(node.split[1]),
-                                    node.split[2], missing_bin, node.split[3], buf)
+            if node.cat_bins is not None and is_cat[node.split[1]]:
+                table = np.zeros(n_bins, dtype=np.uint8)
+                table[node.cat_bins] = 1
+                table[missing_bin] = node.split[3]
+                n_left = partition_rows_table(rows, node.start, node.stop,
+                                              column(node.split[1]), table, buf)
+            else:
+                n_left = partition_rows(rows, node.start, node.stop, column(node.split[1]),
+                                        node.split[2], missing_bin, node.split[3], buf)
             left, right, small, large = record_split(node, n_left)
             if can_split(node.depth + 1, len(leaves)):
                 small.hist = np.empty_like(node.hist)
@@ -493,6 +616,8 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             node.hist = None
 
     tree = tree_from_lists(**cols_out)
+    if tree_categories:
+        tree.categories = tree_categories
     ids = sorted(leaves)
     return GrownTree(tree,
                      np.array([leaves[k].start for k in ids], dtype=np.int64),

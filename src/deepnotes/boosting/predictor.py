@@ -29,6 +29,10 @@ class Tree:
     value : float64          leaf weight times learning rate (Eq. 3); internal nodes keep theirs
     gain : float64           split gain (Eq. 4), 0 at leaves
     cover : float64          hessian sum of the node's training rows
+    categories : dict or None
+        Categorical splits: node id -> ``(left_codes, right_codes)``, sorted int64 arrays of the
+        category codes sent left / right (their ``threshold`` is NaN). A code in neither (a
+        category unseen in training), like NaN, follows ``default_left``.
     """
 
     feature: np.ndarray
@@ -40,6 +44,7 @@ class Tree:
     value: np.ndarray
     gain: np.ndarray
     cover: np.ndarray
+    categories: dict | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -58,7 +63,7 @@ class Tree:
         return int(depth.max())
 
 
-TREE_FIELDS = tuple(f.name for f in fields(Tree))
+TREE_FIELDS = tuple(f.name for f in fields(Tree) if f.name != "categories")
 _DTYPES = {"feature": np.int32, "threshold": np.float64, "bin_threshold": np.int32,
            "default_left": np.uint8, "left": np.int32, "right": np.int32, "value": np.float64,
            "gain": np.float64, "cover": np.float64}
@@ -89,6 +94,8 @@ class Forest:
     roots: np.ndarray
     tree_class: np.ndarray
     _kernel: tuple | None = None
+    categorical: tuple | None = None
+    """``category_bitsets`` of the trees' categorical splits, or None when there are none."""
 
 
 def make_forest(trees: list[Tree], tree_class: list[int] | np.ndarray) -> Forest:
@@ -109,7 +116,81 @@ def make_forest(trees: list[Tree], tree_class: list[int] | np.ndarray) -> Forest
         default_left=np.concatenate([t.default_left for t in trees]).astype(np.uint8),
         left=left.astype(np.int32), right=right.astype(np.int32),
         value=np.concatenate([t.value for t in trees]),
-        roots=roots, tree_class=np.asarray(tree_class, dtype=np.int64))
+        roots=roots, tree_class=np.asarray(tree_class, dtype=np.int64),
+        categorical=category_bitsets(trees, roots))
+
+
+# --- categorical splits ------------------------------------------------------------------------
+def category_bitsets(trees: list[Tree], roots: np.ndarray) -> tuple | None:
+    """The categorical splits of concatenated trees as bitsets: ``(start, n_words, bits)``.
+
+    ``start`` (int64, one per node of the forest): -1 for a numeric split or a leaf, else the
+    offset in ``bits`` (uint64) of the node's left-category bitset of ``n_words[node]`` words,
+    followed by its right-category bitset of as many words (bit ``c`` = category code ``c``).
+    None when no tree has a categorical split."""
+    if not any(t.categories for t in trees):
+        return None
+    n_nodes = int(sum(t.n_nodes for t in trees))
+    start = np.full(n_nodes, -1, dtype=np.int64)
+    n_words = np.zeros(n_nodes, dtype=np.int64)
+    chunks, at = [], 0
+    for t, r in zip(trees, roots, strict=True):
+        for node, (left, right) in sorted((t.categories or {}).items()):
+            top = max(int(left.max()) if left.size else -1, int(right.max()) if right.size else -1)
+            w = top // 64 + 1
+            words = np.zeros(2 * w, dtype=np.uint64)
+            for half, codes in ((0, left), (w, right)):
+                codes = np.asarray(codes, dtype=np.int64)
+                np.bitwise_or.at(words, half + codes // 64,
+                                 np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64)))
+            start[r + node], n_words[r + node] = at, w
+            chunks.append(words)
+            at += 2 * w
+    return start, n_words, np.concatenate(chunks)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def categorical_goes_left(x, default_left, start, n_words, bits):  # pragma: no cover - numba
+    """Direction of value ``x`` at a categorical split (``start``, ``n_words`` its entries in
+    :func:`category_bitsets`): left or right when ``x`` is a code in the node's left or right set,
+    ``default_left`` when it is NaN or a category the tree never saw."""
+    if not (x >= 0.0) or x >= 64.0 * n_words:
+        return default_left
+    c = np.int64(x)
+    word = c >> 6
+    bit = np.uint64(1) << np.uint64(c & 63)
+    if bits[start + word] & bit:
+        return True
+    if bits[start + n_words + word] & bit:
+        return False
+    return default_left
+
+
+@njit(cache=True, nogil=True)
+def _predict_rows_cat(X, lo, hi, feature, threshold, default_left, left, right, value, roots,
+                      tree_class, start, n_words, bits, out):  # pragma: no cover - numba
+    for i in range(lo, hi):
+        for t in range(roots.shape[0]):
+            node = roots[t]
+            while left[node] != -1:
+                x = X[i, feature[node]]
+                if start[node] >= 0:
+                    go = categorical_goes_left(x, default_left[node] != 0, start[node],
+                                               n_words[node], bits)
+                else:
+                    go = (x <= threshold[node]) or (x != x and default_left[node] != 0)
+                node = left[node] if go else right[node]
+            out[i, tree_class[t]] += value[node]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _predict_cat_parallel(X, feature, threshold, default_left, left, right, value, roots,
+                          tree_class, start, n_words, bits, out):  # pragma: no cover - numba
+    n = X.shape[0]
+    for blk in prange((n + BLOCK - 1) // BLOCK):
+        _predict_rows_cat(X, blk * BLOCK, min(n, (blk + 1) * BLOCK), feature, threshold,
+                          default_left, left, right, value, roots, tree_class, start, n_words,
+                          bits, out)
 
 
 #: Rows per block. Inputs with fewer than PARALLEL_MIN_WORK row-trees (rows x trees), or fewer
@@ -193,6 +274,17 @@ def predict_raw(forest: Forest, X: np.ndarray, out: np.ndarray) -> np.ndarray:
     ``X``: float64, shape (n, n_features), NaN = missing.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
+    if forest.roots.shape[0] and forest.categorical is not None:
+        # trees with categorical splits: a plain walk per row (numeric-only forests keep the
+        # level-stepping kernel below)
+        start, n_words, bits = forest.categorical
+        args = (forest.feature, forest.threshold, forest.default_left, forest.left, forest.right,
+                forest.value, forest.roots, forest.tree_class, start, n_words, bits, out)
+        if X.shape[0] * forest.roots.shape[0] >= PARALLEL_MIN_WORK:
+            _predict_cat_parallel(X, *args)
+        else:
+            _predict_rows_cat(X, 0, X.shape[0], *args)
+        return out
     if forest.roots.shape[0]:
         if forest._kernel is None:
             forest._kernel = kernel_arrays(forest)

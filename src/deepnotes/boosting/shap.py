@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from deepnotes.boosting.predictor import Tree
+from deepnotes.boosting.predictor import Tree, categorical_goes_left, category_bitsets
 
 #: Rows per parallel work item (each item allocates its own path buffers).
 _BLOCK = 16
@@ -58,6 +58,28 @@ def _flatten(trees: list[Tree], tree_class) -> tuple:
     feats = np.concatenate(used).astype(np.int64) if used else np.empty(0, np.int64)
     return (feature, threshold, default_left, left, right, value, cover, roots,
             np.asarray(tree_class, dtype=np.int64), depths, feats, fstart)
+
+
+def _categorical(trees: list[Tree]) -> tuple:
+    """``predictor.category_bitsets`` of the concatenated trees; for trees without categorical
+    splits, ``start = -1`` everywhere (every split numeric)."""
+    sizes = np.array([t.n_nodes for t in trees], dtype=np.int64)
+    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    cat = category_bitsets(trees, roots)
+    if cat is None:
+        cat = (np.full(int(sizes.sum()), -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+               np.zeros(1, dtype=np.uint64))
+    return cat
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _goes_left(xv, node, threshold, default_left, cat):  # pragma: no cover - numba
+    # the split's direction for value xv: NaN -> default side; categorical or numeric test
+    if xv != xv:
+        return default_left[node]
+    if cat[0][node] >= 0:
+        return categorical_goes_left(xv, default_left[node], cat[0][node], cat[1][node], cat[2])
+    return xv <= threshold[node]
 
 
 # --- the path algebra of Algorithm 2 (one path = one row of the level buffers) -----------------
@@ -116,7 +138,7 @@ def _unwound_sum(pz, po, pw, ud, k):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _tree_shap(x, root, feature, threshold, default_left, left, right, value, cover, phi,
+def _tree_shap(x, root, feature, threshold, default_left, cat, left, right, value, cover, phi,
                condition, cond_feature, PF, PZ, PO, PW, stack_node, stack_ud, stack_z,
                stack_o, stack_f, stack_c, stack_l):  # pragma: no cover - numba
     """Add one tree's SHAP values for row ``x`` to ``phi`` (shape (n_features,)).
@@ -171,11 +193,7 @@ def _tree_shap(x, root, feature, threshold, default_left, left, right, value, co
                     phi[pf[i]] += w * (po[i] - pz[i]) * v
             continue
         f = feature[node]
-        xv = x[f]
-        if xv != xv:
-            go_left = default_left[node]
-        else:
-            go_left = xv <= threshold[node]
+        go_left = _goes_left(x[f], node, threshold, default_left, cat)
         hot = left[node] if go_left else right[node]
         cold = right[node] if go_left else left[node]
         w = cover[node]
@@ -236,7 +254,7 @@ def _expected_values(roots, left, right, value, cover, out):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _contribs_kernel(X, feature, threshold, default_left, left, right, value, cover, roots,
+def _contribs_kernel(X, feature, threshold, default_left, cat, left, right, value, cover, roots,
                      tree_class, max_depth, out):  # pragma: no cover - numba
     n = X.shape[0]
     d = max_depth + 2
@@ -254,13 +272,13 @@ def _contribs_kernel(X, feature, threshold, default_left, left, right, value, co
         sl = np.empty(2 * d, np.int64)
         for r in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
             for t in range(roots.shape[0]):
-                _tree_shap(X[r], roots[t], feature, threshold, default_left, left, right, value,
-                           cover, out[r, tree_class[t]], 0, -1, PF, PZ, PO, PW, sn, su, sz, so,
-                           sf, sc, sl)
+                _tree_shap(X[r], roots[t], feature, threshold, default_left, cat, left, right,
+                           value, cover, out[r, tree_class[t]], 0, -1, PF, PZ, PO, PW, sn, su,
+                           sz, so, sf, sc, sl)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _interactions_kernel(X, feature, threshold, default_left, left, right, value, cover, roots,
+def _interactions_kernel(X, feature, threshold, default_left, cat, left, right, value, cover, roots,
                          tree_class, feats, fstart, max_depth, out):  # pragma: no cover - numba
     # out: (n, K, M + 1, M + 1); off-diagonal entries only (the caller fills the diagonal).
     n = X.shape[0]
@@ -288,9 +306,9 @@ def _interactions_kernel(X, feature, threshold, default_left, left, right, value
                     for j in range(fstart[t], fstart[t + 1]):
                         on[feats[j]] = 0.0
                         off[feats[j]] = 0.0
-                    _tree_shap(X[r], roots[t], feature, threshold, default_left, left, right,
+                    _tree_shap(X[r], roots[t], feature, threshold, default_left, cat, left, right,
                                value, cover, on, 1, i, PF, PZ, PO, PW, sn, su, sz, so, sf, sc, sl)
-                    _tree_shap(X[r], roots[t], feature, threshold, default_left, left, right,
+                    _tree_shap(X[r], roots[t], feature, threshold, default_left, cat, left, right,
                                value, cover, off, -1, i, PF, PZ, PO, PW, sn, su, sz, so, sf, sc, sl)
                     for j in range(fstart[t], fstart[t + 1]):
                         f = feats[j]
@@ -371,7 +389,7 @@ def _precompute_leaves(leaf_node, value, e_start, e_zero, v_start, table):  # pr
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _precomputed_kernel(X, feature, threshold, default_left, left, roots, sizes, tree_class,
+def _precomputed_kernel(X, feature, threshold, default_left, cat, left, roots, sizes, tree_class,
                         leaf_start, e_start, e_feat, v_start, table, c_start, c_node, c_left,
                         c_elem, out):  # pragma: no cover - numba
     n = X.shape[0]
@@ -386,11 +404,8 @@ def _precomputed_kernel(X, feature, threshold, default_left, left, roots, sizes,
                 for j in range(sizes[t]):
                     node = root + j
                     if left[node] != -1:
-                        xv = X[r, feature[node]]
-                        if xv != xv:
-                            goes_left[j] = default_left[node]
-                        else:
-                            goes_left[j] = xv <= threshold[node]
+                        goes_left[j] = _goes_left(X[r, feature[node]], node, threshold,
+                                                  default_left, cat)
                 phi = out[r, tree_class[t]]
                 for leaf in range(leaf_start[t], leaf_start[t + 1]):
                     e0 = e_start[leaf]
@@ -433,7 +448,8 @@ def _contribs_precomputed(trees, flat, paths, X, out) -> None:
     _precompute_leaves(leaf_node, value, e_start, e_zero, v_start, table)
     sizes = np.array([t.n_nodes for t in trees], dtype=np.int64)
     leaf_start = np.searchsorted(leaf_tree, np.arange(len(trees) + 1)).astype(np.int64)
-    _precomputed_kernel(X, feature, threshold, default_left, left, roots, sizes, tclass,
+    cat = _categorical(trees)
+    _precomputed_kernel(X, feature, threshold, default_left, cat, left, roots, sizes, tclass,
                         leaf_start, e_start, e_feat, v_start, table, c_start, c_node, c_left,
                         c_elem, out)
 
@@ -488,7 +504,8 @@ def tree_contributions(trees: list[Tree], tree_class, n_outputs: int, base_score
             _contribs_precomputed(trees, flat, paths, X, out)
             return out
     if n:
-        _contribs_kernel(X, feature, threshold, default_left, left, right, value, cover, roots,
+        cat = _categorical(trees)
+        _contribs_kernel(X, feature, threshold, default_left, cat, left, right, value, cover, roots,
                          tclass, int(depths.max()), out)
     return out
 
@@ -510,7 +527,8 @@ def tree_interactions(trees: list[Tree], tree_class, n_outputs: int, base_score:
     if trees and n:
         (feature, threshold, default_left, left, right, value, cover, roots, tclass, depths,
          feats, fstart) = _flatten(trees, tree_class)
-        _interactions_kernel(X, feature, threshold, default_left, left, right, value, cover,
+        cat = _categorical(trees)
+        _interactions_kernel(X, feature, threshold, default_left, cat, left, right, value, cover,
                              roots, tclass, feats, fstart, int(depths.max()), out)
     idx = np.arange(M + 1)
     out[:, :, idx, idx] = contrib - out.sum(axis=-1)

@@ -158,3 +158,178 @@ def best_split_reference(x_binned: np.ndarray, grad: np.ndarray, hess: np.ndarra
             if gain > best[0] + 1e-12:
                 best = (gain, int(b), default_left)
     return best
+
+
+# --- constrained and categorical split search (monotone constraints, categorical features) ----
+# Monotone constraints follow xgboost (its ``TreeEvaluator``): every node carries bounds
+# ``[lower, upper]`` on its weight; a candidate's child weights are Eq. 3's optima clipped to the
+# node's bounds, the candidate is rejected when they violate the feature's order, and its gain is
+# Eq. 4 with each score evaluated at the clipped weight (Eq. 15 of the post). A split on a
+# constrained feature bounds its children by the mid-point of their weights (see ``grower``).
+
+
+@njit(cache=True, inline="always")
+def clip_weight(w, lower, upper):  # pragma: no cover - numba
+    """``w`` clipped to ``[lower, upper]``."""
+    if w < lower:
+        return lower
+    if w > upper:
+        return upper
+    return w
+
+
+@njit(cache=True, inline="always")
+def score_given_weight(g, h, lam, alpha, w):  # pragma: no cover - numba
+    """Twice the loss reduction of a leaf held at weight ``w``:
+    ``-(2 G w + (H + lambda) w^2 + 2 alpha |w|)`` (Eq. 15); equals :func:`leaf_score` at the
+    optimum ``w*`` of Eq. 3. Zero for an empty leaf (``H <= 0``), as in xgboost."""
+    if h <= 0.0:
+        return 0.0
+    return -(2.0 * g * w + (h + lam) * w * w + 2.0 * alpha * abs(w))
+
+
+@njit(cache=True, nogil=True)
+def category_order(hist_j, n_cats, h_tot, lam, alpha, min_child_weight):  # pragma: no cover
+    """Bins ``0..n_cats-1`` of one categorical feature sorted by their leaf weight
+    ``-T_alpha(G_c) / (H_c + lambda)`` (ascending, stable), a category whose hessian sum in the
+    node is below ``min_child_weight`` (or zero) counting as weight 0 (xgboost's order): the
+    order in which the partition search of :func:`find_best_split_ext` puts categories on the
+    left (Eq. 17 of the post)."""
+    key = np.zeros(n_cats)
+    for c in range(n_cats):
+        if hist_j[c, 1] > 1e-10 * h_tot and hist_j[c, 1] >= min_child_weight:
+            key[c] = leaf_weight(hist_j[c, 0], hist_j[c, 1], lam, alpha)
+    return np.argsort(key, kind="mergesort")
+
+
+@njit(cache=True, inline="always")
+def _candidate(gl, hl, g_tot, h_tot, parent, lam, alpha, gamma, mcw, mono, has_mono, lower,
+               upper):  # pragma: no cover - numba
+    # gain of one candidate (Eq. 4, or Eq. 15 under monotone constraints); -inf if inadmissible
+    gr = g_tot - gl
+    hr = h_tot - hl
+    if hl < mcw or hr < mcw or hl <= 0.0 or hr <= 0.0:
+        return -np.inf
+    if not has_mono:
+        return 0.5 * (leaf_score(gl, hl, lam, alpha) + leaf_score(gr, hr, lam, alpha)
+                      - parent) - gamma
+    wl = clip_weight(leaf_weight(gl, hl, lam, alpha), lower, upper)
+    wr = clip_weight(leaf_weight(gr, hr, lam, alpha), lower, upper)
+    if (mono > 0 and wl > wr) or (mono < 0 and wl < wr):
+        return -np.inf
+    return 0.5 * (score_given_weight(gl, hl, lam, alpha, wl)
+                  + score_given_weight(gr, hr, lam, alpha, wr) - parent) - gamma
+
+
+@njit(cache=True, nogil=True)
+def find_best_split_ext(hist, features, n_edges, missing_bin, g_tot, h_tot, lam, alpha, gamma,
+                        min_child_weight, monotone, lower, upper, node_weight, is_cat,
+                        max_cat_to_onehot, max_cat_threshold=64):  # pragma: no cover - numba
+    """:func:`find_best_split` with monotone constraints and categorical features.
+
+    Extra parameters
+    ----------------
+    monotone : ndarray of int8, shape (n_features,)   -1, 0, +1 per feature (all 0: none)
+    lower, upper : float       the node's weight bounds (+-inf at the root)
+    node_weight : float        the node's own (clipped) weight: its score in Eq. 15
+    is_cat : ndarray of bool, shape (n_features,)      categorical features: bin ``c`` is the
+                               feature's ``c``-th category and bins ``0..n_edges[j]`` its categories
+    max_cat_to_onehot : int    up to this many categories: one category against the rest;
+                               more: the categories sorted by leaf weight (:func:`category_order`)
+                               and cut into a prefix (left) and the rest
+    max_cat_threshold : int    xgboost's cap on a partition: the side that does not hold the
+                               missing values gets fewer than this many categories (either side
+                               when the node has none)
+
+    Returns ``(gain, feature, bin, default_left, g_left, h_left)`` as :func:`find_best_split`; for
+    a categorical feature ``bin`` is the category sent left (one-vs-rest) or the number of
+    categories of :func:`category_order` sent left (partition).
+    """
+    has_mono = False  # as in xgboost: any constraint switches every node to Eq. 15
+    for j in range(monotone.shape[0]):
+        if monotone[j] != 0:
+            has_mono = True
+    best_gain = MIN_GAIN
+    best_f = -1
+    best_b = -1
+    best_dl = False
+    best_gl = 0.0
+    best_hl = 0.0
+    if has_mono:
+        parent = score_given_weight(g_tot, h_tot, lam, alpha, node_weight)
+    else:
+        parent = leaf_score(g_tot, h_tot, lam, alpha)
+    for k in range(features.shape[0]):
+        j = features[k]
+        mono = monotone[j]
+        gm = hist[j, missing_bin, 0]
+        hm = hist[j, missing_bin, 1]
+        has_missing = hm > 1e-10 * h_tot
+        if is_cat[j]:
+            n_cats = n_edges[j] + 1
+            onehot = n_cats <= max_cat_to_onehot
+            if onehot:
+                order = np.arange(n_cats)
+                steps = n_cats
+            else:
+                order = category_order(hist[j], n_cats, h_tot, lam, alpha, min_child_weight)
+                steps = order.shape[0] if has_missing else order.shape[0] - 1
+            gl = 0.0
+            hl = 0.0
+            n_rest = 0
+            for i in range(steps):
+                c = order[i]
+                if onehot:
+                    if not hist[j, c, 1] > 1e-10 * h_tot:
+                        continue
+                    gl = hist[j, c, 0]
+                    hl = hist[j, c, 1]
+                    label = c
+                else:
+                    gl += hist[j, c, 0]
+                    hl += hist[j, c, 1]
+                    label = i + 1
+                    n_rest = order.shape[0] - label
+                for d in range(2 if has_missing else 1):
+                    if not onehot:  # xgboost's max_cat_threshold (see the docstring)
+                        small_left = label < max_cat_threshold
+                        small_right = n_rest < max_cat_threshold
+                        if has_missing and not (small_right if d == 1 else small_left):
+                            continue
+                        if not has_missing and not (small_left or small_right):
+                            continue
+                    g2 = gl + (gm if d == 1 else 0.0)
+                    h2 = hl + (hm if d == 1 else 0.0)
+                    gain = _candidate(g2, h2, g_tot, h_tot, parent, lam, alpha, gamma,
+                                      min_child_weight, 0, has_mono, lower, upper)
+                    if gain > best_gain:
+                        best_gain, best_f, best_b, best_dl = gain, j, label, d == 1
+                        best_gl, best_hl = g2, h2
+            continue
+        gl = 0.0
+        hl = 0.0
+        last = n_edges[j] + 1 if has_missing else n_edges[j]
+        for b in range(last):
+            gl += hist[j, b, 0]
+            hl += hist[j, b, 1]
+            gain = _candidate(gl, hl, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
+                              mono, has_mono, lower, upper)
+            if gain > best_gain:
+                best_gain, best_f, best_b, best_dl, best_gl, best_hl = gain, j, b, False, gl, hl
+            if has_missing:
+                gain = _candidate(gl + gm, hl + hm, g_tot, h_tot, parent, lam, alpha, gamma,
+                                  min_child_weight, mono, has_mono, lower, upper)
+                if gain > best_gain:
+                    best_gain, best_f, best_b, best_dl = gain, j, b, True
+                    best_gl, best_hl = gl + gm, hl + hm
+    return best_gain, best_f, best_b, best_dl, best_gl, best_hl
+
+
+def category_bins_left(hist_j: np.ndarray, n_cats: int, label: int, h_tot: float, lam: float,
+                       alpha: float, min_child_weight: float,
+                       max_cat_to_onehot: int) -> np.ndarray:
+    """The bins (categories) a categorical split found by :func:`find_best_split_ext` sends left,
+    from its ``bin`` label: sorted int64 array."""
+    if n_cats <= max_cat_to_onehot:
+        return np.array([label], dtype=np.int64)
+    return np.sort(category_order(hist_j, n_cats, h_tot, lam, alpha, min_child_weight)[:label])
