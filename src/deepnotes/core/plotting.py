@@ -13,6 +13,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 #: Figure sizes in inches, by name.
 SIZES = {"single": (6.0, 4.0), "wide": (10.0, 4.0), "square": (5.0, 5.0), "grid": (10.0, 8.0)}
+# Column sizes: the site's post column is ~700 px (~5.8 in at 120 dpi), so a 7-in figure shrinks
+# only ~1.2x there and 10-pt text stays near 9 pt (a 10-in "wide" one shrinks 1.7x). Prefer these.
+SIZES.update({"column": (7.0, 3.2), "column_tall": (7.0, 4.2), "column_grid": (7.0, 5.6)})
 
 STYLE = {
     "axes.prop_cycle": matplotlib.cycler(color=PALETTE),

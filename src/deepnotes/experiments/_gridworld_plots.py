@@ -6,6 +6,23 @@ import numpy as np
 
 from deepnotes.core.plotting import PALETTE, new_figure
 
+#: Axis label (mathtext) for the control error every grid-world topic reports.
+Q_ERROR = r"$\|\mathrm{max}_a\, q - v^*\|_\infty$"
+
+#: Learner names (dict keys and metric groups) as a reader should see them in a legend.
+LABELS = {
+    "sarsa": "Sarsa",
+    "expected_sarsa": "Expected Sarsa",
+    "n_step_sarsa": "$n$-step Sarsa",
+    "q_learning": "Q-learning",
+    "q_learning_offpolicy": "Q-learning, off-policy (uniform behaviour)",
+}
+
+
+def learner_label(name: str) -> str:
+    """The legend text for learner ``name`` (``name`` itself when it has no entry)."""
+    return LABELS.get(name, name)
+
 # (dx, dy) in plot coordinates (row 0 at the top, so "up" is -y after the axis inversion).
 _ARROWS = {0: (0.0, -0.32), 1: (0.32, 0.0), 2: (0.0, 0.32), 3: (-0.32, 0.0)}
 
@@ -28,7 +45,7 @@ def draw_values(ax, env, v, policy=None, *, title: str = "", vmin=None, vmax=Non
     for s in range(H * W):
         r, c = divmod(s, W)
         if annotate and not small:
-            ax.text(c, r + 0.33, f"{grid[r, c]:.1f}", ha="center", va="center", fontsize=7,
+            ax.text(c, r + 0.33, f"{grid[r, c]:.1f}", ha="center", va="center", fontsize=8,
                     color="white")
         if policy is None:
             continue
@@ -51,19 +68,34 @@ def _rect(r, c, **kw):
 
 
 def values_figure(env, panels):
-    """One heatmap per ``(title, v, policy)`` panel on a shared colour scale; returns the figure."""
+    """One heatmap per ``(title, v, policy)`` panel on a shared colour scale; returns the figure.
+
+    At most 7 in wide (the post column): up to three panels in a row, four as a 2×2 grid, more in
+    rows of three."""
     vals = np.concatenate([np.asarray(v, float) for _, v, _ in panels])
     vmin, vmax = float(vals.min()), float(vals.max())
-    fig, axes = new_figure(1, len(panels), size=(3.4 * len(panels), 3.6))
-    axes = np.atleast_1d(axes)
-    for ax, (title, v, policy) in zip(axes, panels, strict=True):
+    n = len(panels)
+    ncols = n if n <= 3 else 2 if n == 4 else 3
+    nrows = -(-n // ncols)
+    width = min(7.0, 0.9 + 2.5 * ncols)
+    panel = (width - 0.9) / ncols - 0.1  # the side of one square heatmap, inches
+    title_lines = max(str(title).count("\n") + 1 for title, _, _ in panels)
+    height = nrows * (panel + 0.25 + 0.2 * title_lines)
+    fig, axes = new_figure(nrows, ncols, size=(width, height), squeeze=False,
+                           layout="constrained")
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax, (title, v, policy) in zip(axes[:n], panels, strict=True):
         im = draw_values(ax, env, v, policy, title=title, vmin=vmin, vmax=vmax)
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="state value")
+    fig.colorbar(im, ax=list(axes[:n]), shrink=0.8, label="state value")
     return fig
 
 
-def curves(ax, x, ys: dict, *, xlabel: str, ylabel: str, log: bool = False, smooth: int = 1):
-    """Plot ``{label: y}`` against ``x`` with an optional moving average of width ``smooth``."""
+def curves(ax, x, ys: dict, *, xlabel: str, ylabel: str, log: bool = False, smooth: int = 1,
+           legend: bool = True):
+    """Plot ``{label: y}`` against ``x`` with an optional moving average of width ``smooth``
+    (a key in :data:`LABELS` is shown by its label; ``legend=False`` leaves the legend out)."""
     for i, (label, y) in enumerate(ys.items()):
         y = np.asarray(y, float)
         xs = np.asarray(x[label] if isinstance(x, dict) else x, float)
@@ -71,12 +103,13 @@ def curves(ax, x, ys: dict, *, xlabel: str, ylabel: str, log: bool = False, smoo
             kernel = np.ones(smooth) / smooth
             y = np.convolve(y, kernel, mode="valid")
             xs = xs[smooth - 1:]
-        ax.plot(xs, y, color=PALETTE[i % len(PALETTE)], label=label, lw=1.4)
+        ax.plot(xs, y, color=PALETTE[i % len(PALETTE)], label=LABELS.get(label, label), lw=1.4)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=9)
 
 
 def suboptimal_counts_figure(counts: dict, title: str):
@@ -90,7 +123,7 @@ def suboptimal_counts_figure(counts: dict, title: str):
             ax.bar(x, n, width * 0.9, color=PALETTE[i % len(PALETTE)])
             if n == 0:  # a zero-height bar is invisible: mark the perfect seed
                 ax.plot(x, 0, marker="o", ms=4, color=PALETTE[i % len(PALETTE)], clip_on=False)
-    ax.set_xticks(range(len(counts)), list(counts), fontsize=8)
+    ax.set_xticks(range(len(counts)), list(counts), fontsize=9)
     ax.set_ylabel("states with a suboptimal greedy action")
     ax.set_title(title + " (one bar per seed)")
     return fig

@@ -203,22 +203,24 @@ def _wd_label(wd: float) -> str:
 
 
 def _heatmaps(cfg: Config, final_acc: np.ndarray):
-    """Side-by-side heatmaps of final test accuracy, shape (methods, lrs, wds), in percent."""
-    fig, axes = new_figure(1, len(METHODS), size="wide", constrained_layout=True)
+    """Stacked heatmaps of final test accuracy, shape (methods, lrs, wds), in percent."""
+    fig, axes = new_figure(len(METHODS), 1, size=(7.0, 3.6 * len(METHODS)),
+                           constrained_layout=True)
     lo = max(final_acc.min(), final_acc.max() - 0.15)  # a 15-point colour range shows the ridge
     for ax, (m, name) in zip(axes, enumerate(METHODS), strict=True):
         im = ax.imshow(final_acc[m] * 100, vmin=lo * 100, vmax=final_acc.max() * 100,
                        cmap="viridis", origin="lower", aspect="auto")
         best = np.unravel_index(np.argmax(final_acc[m]), final_acc[m].shape)
         for (i, j), val in np.ndenumerate(final_acc[m]):
-            ax.text(j, i, f"{100 * val:.1f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{100 * val:.1f}", ha="center", va="center", fontsize=9,
                     color="white" if val < (lo + final_acc.max()) / 2 else "black",
                     fontweight="bold" if (i, j) == best else "normal")
         ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec=PALETTE[3],
                                lw=2))
         ax.set_xticks(range(len(cfg.wds)), [_wd_label(w) for w in cfg.wds])
         ax.set_yticks(range(len(cfg.lrs)), [f"{lr:g}" for lr in cfg.lrs])
-        ax.set(xlabel="weight decay" + (" (L2 coefficient)" if name == "adam_l2" else " (lambda)"),
+        ax.set(xlabel=(r"L2 coefficient $\lambda$ (added to the loss)" if name == "adam_l2"
+                       else r"decoupled weight decay $\lambda$"),
                ylabel="peak learning rate", title=LABELS[name])
         ax.grid(False)
     fig.colorbar(im, ax=axes, label="final test accuracy (%)", shrink=0.9)
@@ -226,18 +228,19 @@ def _heatmaps(cfg: Config, final_acc: np.ndarray):
 
 
 def _best_curves(curves: dict[str, np.ndarray], best: dict[str, tuple[int, int]], cfg: Config):
-    fig, (ax1, ax2) = new_figure(1, 2, size="wide")
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     epochs = np.arange(1, cfg.epochs + 1)
     for color, (m, name) in zip(PALETTE, enumerate(METHODS), strict=False):
         i, j = best[name]
-        lab = f"{LABELS[name]}: lr={cfg.lrs[i]:g}, wd={_wd_label(cfg.wds[j])}"
+        lab = (f"{LABELS[name]}: learning rate {cfg.lrs[i]:g}, "
+               rf"$\lambda$ = {_wd_label(cfg.wds[j])}")
         ax1.plot(epochs, curves["train_loss"][m, :, i, j].mean(0), color=color, label=lab)
         ax2.plot(epochs, 100 * curves["test_accuracy"][m, :, i, j].mean(0), color=color, label=lab)
     ax1.set(yscale="log", xlabel="epoch", ylabel="train cross-entropy (mean over seeds)",
-            title="Train loss of each method's best cell")
-    ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy of the same cells")
+            title="Train loss, best cells")
+    ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy, same cells")
     ax2.set_ylim(max(80.0, ax2.get_ylim()[0]), 100)
-    ax1.legend(fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", fontsize=9)
     return fig
 
 

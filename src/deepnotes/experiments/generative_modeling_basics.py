@@ -193,10 +193,10 @@ def _mle_is_min_kl(run, cfg: Config) -> None:
         ax.plot(ns, mean, marker="o", color=PALETTE[j], label=MODEL_LABELS[name])
         if floor[name] > 0:
             ax.axhline(floor[name], color=PALETTE[j], ls="--", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="training images n",
-           ylabel="KL(p_data || p_theta)  [nats]",
-           title=f"MLE on a {dim}-pixel patch (dashed: KL at n = inf)")
-    ax.legend()
+    ax.set(xscale="log", yscale="log", xlabel="training images $n$",
+           ylabel=r"$\mathrm{KL}(p_\mathrm{data}\,\|\,p_\theta)$ (nats)",
+           title=f"MLE on a {dim}-pixel patch " + r"(dashed: $n = \infty$)")
+    ax.legend(title="model")
     run.save_figure(fig, "mle_kl")
 
 
@@ -228,28 +228,34 @@ def _kl_directions(run, cfg: Config) -> None:
             f"{f_rev:.4f}; reverse KL fit N({rm:.3f}, {rs:.3f}^2): KL(q||p) = {rkl:.4f}, "
             f"KL(p||q) = {r_fwd:.4f}; reverse-KL local minima at means {sorted(minima)}")
 
-    fig, axes = new_figure(1, 3, size=(15.0, 4.2), layout="constrained")
-    ax = axes[0]
-    ax.fill_between(grid, np.exp(log_p), color=PALETTE[7], alpha=0.15, label="p (target)")
+    # top: the fits, across the column; bottom: the two KL landscapes side by side
+    fig, axes = new_figure(2, 2, size=(7.0, 6.4), layout="constrained")
+    gs = axes[0, 0].get_gridspec()
+    for a in axes[0]:
+        a.remove()
+    ax = fig.add_subplot(gs[0, :])
+    ax.fill_between(grid, np.exp(log_p), color=PALETTE[7], alpha=0.15, label="$p$ (target)")
     ax.plot(grid, np.exp(gaussian_log_pdf(grid, fm, fs)), color=PALETTE[0],
-            label="argmin KL(p||q): mode covering")
+            label=r"minimiser of $\mathrm{KL}(p\,\|\,q)$: covers both modes")
     for k, (m, s, _) in enumerate(reverse):
         ax.plot(grid, np.exp(gaussian_log_pdf(grid, m, s)), color=PALETTE[3],
-                ls="-" if k == 0 else ":", label="argmin KL(q||p): mode seeking" if k == 0 else
+                ls="-" if k == 0 else ":",
+                label=r"minimiser of $\mathrm{KL}(q\,\|\,p)$: seeks one mode" if k == 0 else
                 "reverse KL, other local minimum" if k == 1 else None)
-    ax.set(xlim=(-7, 7), xlabel="x", ylabel="density", title="Gaussian fits to a bimodal p")
-    ax.legend(fontsize=8)
+    ax.set(xlim=(-7, 7), xlabel="$x$", ylabel="density",
+           title="Gaussian fits $q$ to a bimodal $p$")
+    ax.legend(fontsize=9)
 
     means = np.linspace(-5.0, 5.0, cfg.landscape)
     log_stds = np.linspace(math.log(0.2), math.log(6.0), cfg.landscape)
     surf = np.array([[both(m, math.exp(ls)) for m in means] for ls in log_stds])  # (S, M, 2)
-    for ax, k, title, best in ((axes[1], 0, "forward KL(p||q)", (fm, fs)),
-                               (axes[2], 1, "reverse KL(q||p)", (rm, rs))):
+    for ax, k, title, best in ((axes[1, 0], 0, r"forward $\mathrm{KL}(p\,\|\,q)$", (fm, fs)),
+                               (axes[1, 1], 1, r"reverse $\mathrm{KL}(q\,\|\,p)$", (rm, rs))):
         cs = ax.contourf(means, np.exp(log_stds), np.log10(surf[..., k]), levels=20,
                          cmap="viridis")
-        fig.colorbar(cs, ax=ax, label="log10 KL [nats]")
+        fig.colorbar(cs, ax=ax, label=r"$\log_{10} \mathrm{KL}$ (KL in nats)")
         ax.plot(*best, marker="*", color="white", ms=12, mec="black")
-        ax.set(yscale="log", xlabel="mean of q", ylabel="std of q (log scale)", title=title)
+        ax.set(yscale="log", xlabel="mean of $q$", ylabel="std of $q$ (log scale)", title=title)
         ax.set_yticks([0.25, 0.5, 1.0, 2.0, 4.0], labels=["0.25", "0.5", "1", "2", "4"])
         ax.minorticks_off()
     run.save_figure(fig, "kl_directions")
@@ -263,14 +269,14 @@ def _bayes_net_view(run, cfg: Config) -> None:
                      "params/d64_fvsbn": c64["fvsbn"], "params/d64_nade": c64["nade"],
                      "params/d64_independent": c64["independent"]})
     fig, ax = new_figure()
-    series = (("full_table", "full joint table = chain rule with full tables, 2^D - 1"),
-              ("nade", f"NADE, H = {cfg.nade_hidden}"), ("fvsbn", "FVSBN, D(D+1)/2"),
-              ("independent", "independent pixels, D"))
+    series = (("full_table", "full joint table (chain rule, full tables), $2^D - 1$"),
+              ("nade", f"NADE, $H = {cfg.nade_hidden}$ hidden units"),
+              ("fvsbn", "FVSBN, $D(D+1)/2$"), ("independent", "independent pixels, $D$"))
     for j, (key, label) in enumerate(series):
         ax.plot(dims, [float(c[key]) for c in counts], color=PALETTE[j], label=label)
-    ax.set(yscale="log", xlabel="binary pixels D", ylabel="free parameters",
-           title="Parameter counts of models of D binary pixels")
-    ax.legend(fontsize=8)
+    ax.set(yscale="log", xlabel="binary pixels $D$", ylabel="free parameters",
+           title="Parameter counts of models of $D$ binary pixels")
+    ax.legend(fontsize=9)
     run.save_figure(fig, "parameter_counts")
 
     x_train, _ = load_digits("train", "binarized", flatten=True)
@@ -290,11 +296,11 @@ def _bayes_net_view(run, cfg: Config) -> None:
     run.log(f"independent pixels on binarised digits: test {test_bpd:.4f} bits/dim, train "
             f"{train_bpd:.4f} (alpha = {cfg.digits_alpha}); unsmoothed MLE test {mle_test:.4f}")
 
-    fig, axes = new_figure(1, 3, size="wide")
+    fig, axes = new_figure(1, 3, size=(7.0, 2.8), layout="constrained")
     axes[0].imshow(probs.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
-    axes[0].set_title("P(pixel on), fitted")
+    axes[0].set_title("fitted $P(x_i = 1)$")
     axes[0].axis("off")
     samples = (run.rng.random((64, dim)) < probs).astype(np.float64)
-    digits_mosaic(axes[1], samples, "samples, independent pixels")
+    digits_mosaic(axes[1], samples, "samples of the model")
     digits_mosaic(axes[2], x_test[:64], "test digits")
     run.save_figure(fig, "independent_pixels")

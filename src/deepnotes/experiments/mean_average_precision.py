@@ -167,14 +167,15 @@ def _plot_iou(run, levels, curves) -> None:
     from deepnotes.core.plotting import PALETTE, new_figure
     from deepnotes.vision.coco_eval import IOU_THRESHOLDS
 
-    fig, ax = new_figure(size=(7.0, 4.0))
+    fig, ax = new_figure(size=(7.0, 4.0), layout="constrained")
     for colour, noise, ap in zip(PALETTE, levels, curves, strict=False):
         ax.plot(IOU_THRESHOLDS, ap, marker="o", color=colour,
-                label=f"box noise {noise:g} (AP = {np.mean(ap):.3f})")
+                label=f"{noise:g} (AP = {np.mean(ap):.3f})")
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel("AP (mean over categories)")
-    ax.set_title("COCO AP is the mean of these curves over the 10 thresholds")
-    ax.legend(loc="best", fontsize=9)
+    ax.set_title("COCO AP is the mean of each curve over the 10 thresholds")
+    # outside the axes: inside it covers the curves wherever it goes
+    fig.legend(loc="outside right center", fontsize=9, title="box noise\n(× object size)")
     run.save_figure(fig, "ap_vs_iou")
 
 
@@ -184,10 +185,10 @@ def _plot_parity(run, ours, ref) -> None:
 
     fig, ax = new_figure(size=(7.0, 3.6))
     x = np.arange(len(STAT_NAMES))
-    ax.bar(x, ours, color=PALETTE[0], width=0.6, label="ours (coco_evaluate)")
+    ax.bar(x, ours, color=PALETTE[0], width=0.6, label="ours")
     ax.plot(x, ref, "_", color=PALETTE[3], ms=22, mew=2.5, label="pycocotools")
     ax.set_xticks(x, STAT_NAMES, rotation=45)
-    ax.set_ylabel("value")
+    ax.set_ylabel("value of the statistic")
     ax.set_title(f"The 12 COCO statistics; largest difference {np.abs(ours - ref).max():.1e}")
     ax.legend(loc="upper left", fontsize=9)
     run.save_figure(fig, "stats_vs_pycocotools")

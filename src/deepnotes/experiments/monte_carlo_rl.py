@@ -16,7 +16,7 @@ import numpy as np
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import new_figure
-from deepnotes.experiments._gridworld_plots import curves, draw_values, values_figure
+from deepnotes.experiments._gridworld_plots import Q_ERROR, curves, draw_values, values_figure
 from deepnotes.rl import mc
 from deepnotes.rl.envs import textbook_5x5
 from deepnotes.rl.planning import value_iteration
@@ -56,6 +56,12 @@ HEADLINE = "mc_exploring_starts/v_max_abs_error"
 PEER = None  # tabular RL has no external peer: the exact DP solution is the reference
 
 
+#: Legend text of the learning-curve variants (the dict keys name them in the code and log).
+_LEGEND = {"ES first-visit, α": r"exploring starts, first visit, constant $\alpha$",
+           "ES every-visit, α": r"exploring starts, every visit, constant $\alpha$",
+           "ES first-visit, average": "exploring starts, first visit, averaged returns"}
+
+
 def run(config: Config) -> Result:
     with start_run(__name__, config) as run:
         env = textbook_5x5(rewards=(-1.0, config.r_forbidden, 1.0, 0.0))
@@ -64,7 +70,7 @@ def run(config: Config) -> Result:
         seeds = [int(s) for s in run.rng.integers(0, 2**31, size=config.seeds)]
 
         # --- MC Basic: the return horizon decides what the greedy policy can see -------------
-        fig, axes = new_figure(1, 2, size="wide")
+        fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
         basic = {}
         for L in run.track(config.basic_lengths, "MC Basic"):
             sol = mc.mc_basic(env, 1, L, config.basic_iterations, seed=seeds[0], **ref)
@@ -73,17 +79,19 @@ def run(config: Config) -> Result:
                              f"mc_basic/L{L}_optimal_fraction":
                                  sol.history["optimal_fraction"][-1]})
         its = np.arange(1, config.basic_iterations + 1)
-        curves(axes[0], its, {f"L = {L}": np.maximum(s.history["v_error"], 1e-12)
+        curves(axes[0], its, {f"$L = {L}$": np.maximum(s.history["v_error"], 1e-12)
                               for L, s in basic.items()},
-               xlabel="policy iteration", ylabel="‖max_a q − v*‖∞", log=True)
+               xlabel="policy-iteration step", ylabel=Q_ERROR, log=True, legend=False)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4,
+                   title="episode length", fontsize=9)
         axes[1].plot(config.basic_lengths, [s.history["optimal_fraction"][-1]
                                             for s in basic.values()], "o-")
         axes[1].set_xscale("log")
-        axes[1].set_xlabel("episode length L")
-        axes[1].set_ylabel("fraction of optimal greedy actions")
+        axes[1].set_xlabel("episode length $L$")
+        axes[1].set_ylabel("states with an optimal greedy action (fraction)")
         run.save_figure(fig, "mc_basic")
         short = [L for L in config.basic_lengths if L <= 15][:4] or list(basic)[:1]
-        run.save_figure(values_figure(env, [(f"MC Basic, L = {L}", basic[L].v, basic[L].policy)
+        run.save_figure(values_figure(env, [(f"MC Basic, $L = {L}$", basic[L].v, basic[L].policy)
                                             for L in short]), "mc_basic_lengths")
 
         # --- Exploring starts and ε-greedy: learning curves ------------------------------------
@@ -132,29 +140,36 @@ def run(config: Config) -> Result:
         main = eps_runs[eps_main]
         run.log_metrics({"mc_eps_greedy/v_max_abs_error": float(np.median(
             [s.history["v_error"][-1] for s in main]))})
-        err[f"ε-greedy ε = {eps_main}"] = np.median([s.history["v_error"] for s in main], axis=0)
+        eps_label = rf"$\varepsilon$-greedy, $\varepsilon = {eps_main}$"
+        err[eps_label] = np.median([s.history["v_error"] for s in main], axis=0)
 
-        fig, ax = new_figure(size="wide")
+        fig, ax = new_figure(size="column")
+        err = {_LEGEND.get(k, k): v for k, v in err.items()}
         xs = {k: np.arange(1, len(v) + 1) for k, v in err.items()}
-        curves(ax, xs, err, xlabel="episodes", ylabel="‖max_a q − v*‖∞ (median)", log=True)
+        curves(ax, xs, err, xlabel="episodes", ylabel=Q_ERROR + " (median)", log=True)
         ax.set_xscale("log")
         run.save_figure(fig, "learning_curves")
 
         es = finals["ES first-visit, α"]
         run.save_figure(values_figure(env, [
-            ("exact v*, π*", exact.v, exact.policy), ("MC Exploring Starts", es.v, es.policy),
-            (f"MC ε-greedy (ε = {eps_main}), max_a q", main[0].v, main[0].policy)]), "values")
+            (r"exact $v^*$, $\pi^*$", exact.v, exact.policy),
+            ("MC Exploring Starts", es.v, es.policy),
+            ("MC " + eps_label + "\n" + r"($\mathrm{max}_a\, q$)", main[0].v, main[0].policy)]),
+            "values")
 
         # --- what ε-greedy converges to: the best ε-greedy policy, exactly ----------------------
-        fig, axes = new_figure(2, len(config.epsilons), size=(3.6 * len(config.epsilons), 7.2),
+        fig, axes = new_figure(2, len(config.epsilons),
+                               size=(min(7.0, 0.5 + 2.3 * len(config.epsilons)), 5.4),
                                squeeze=False)
         lo = min(min(b.v.min() for b in best.values()), exact.v.min())
         for j, eps in enumerate(config.epsilons):
             draw_values(axes[0, j], env, best[eps].v, best[eps].policy, vmin=lo,
-                        vmax=exact.v.max(), title=f"exact best ε-greedy, ε = {eps}")
+                        vmax=exact.v.max(), title=rf"$\varepsilon = {eps}$")
             s = eps_runs[eps][0]
             v_eps = (mc.epsilon_greedy_matrix(s.policy, eps, env.n_actions) * s.q).sum(axis=1)
             draw_values(axes[1, j], env, v_eps, s.policy, vmin=lo, vmax=exact.v.max(),
-                        title=f"MC ε-greedy, ε = {eps}")
+                        title=rf"$\varepsilon = {eps}$")
+        axes[0, 0].set_ylabel("exact best\n" + r"$\varepsilon$-greedy policy")
+        axes[1, 0].set_ylabel(r"MC $\varepsilon$-greedy")
         run.save_figure(fig, "epsilon")
     return run.result

@@ -91,7 +91,8 @@ def run(config: Config) -> Result:
         cfg = config
 
         # ---- 2-D toys -------------------------------------------------------------------
-        fig, axes = new_figure(len(cfg.toys), 4, size=(13.0, 3.3 * len(cfg.toys)), squeeze=False)
+        fig, axes = new_figure(len(cfg.toys), 4, size=(7.0, 0.4 + 1.75 * len(cfg.toys)),
+                               squeeze=False, layout="constrained")
         for row, name in enumerate(cfg.toys):
             toy = get_toy(name)
             # built on the CPU (the same initial weights everywhere), trained on run.device;
@@ -106,6 +107,11 @@ def run(config: Config) -> Result:
             run.log(f"{name}: test NLL {metrics['test_nll_nats']:.3f} nats "
                     f"(true {metrics['true_nll_nats']:.3f}, KL ~ {metrics['kl_nats']:.3f})")
             toy_panels(axes[row], toy, model, cfg.grid, title="NICE")
+            # column titles once (first row), the toy's name as the row label
+            for j, title in enumerate(("true density", "NICE density", "NICE samples",
+                                       r"data grid $\to$ $z$")):
+                axes[row, j].set_title(title if row == 0 else "")
+            axes[row, 0].set_ylabel(name)
         run.save_figure(fig, "toy_densities")
 
         # ---- digits ---------------------------------------------------------------------
@@ -127,11 +133,11 @@ def run(config: Config) -> Result:
         run.log_metrics({"digits/test_bits_per_dim": results[cfg.priors[0]]["test_bits_per_dim"],
                          "digits/uniform_bits_per_dim": math.log2(N_LEVELS)})
 
-        fig, axes = new_figure(1, 1 + len(cfg.priors), size="wide")
+        fig, axes = new_figure(1, 1 + len(cfg.priors), size=(7.0, 2.9), layout="constrained")
         x_show, _ = load_digits("test", "float", flatten=True)
         digits_mosaic(axes[0], x_show[:64], "test digits")
         for ax, prior in zip(axes[1:], cfg.priors, strict=True):
-            digits_mosaic(ax, samples[prior], f"NICE samples ({prior} prior)")
+            digits_mosaic(ax, samples[prior], f"NICE samples,\n{prior} prior")
         run.save_figure(fig, "digits_samples")
 
         fig, ax = new_figure()
@@ -139,7 +145,7 @@ def run(config: Config) -> Result:
             ep, bpd = zip(*results[prior]["curve"], strict=True)
             ax.plot(ep, bpd, marker="o", color=PALETTE[i], label=f"NICE, {prior} prior")
         ax.axhline(math.log2(N_LEVELS), color=PALETTE[7], ls="--", lw=1,
-                   label="uniform model, log2 17")
+                   label=r"uniform model, $\log_2 17$")
         ax.set(xlabel="epoch", ylabel="test bits/dim", title="NICE on dequantised digits")
         ax.legend()
         run.save_figure(fig, "digits_curves")

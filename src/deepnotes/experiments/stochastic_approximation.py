@@ -72,6 +72,20 @@ RM_SCHEDULES = {
 }
 
 
+#: Legend text of the step-size schedules (the dict keys name them in the metrics and log).
+_RM_WORDS = {"harmonic 1/k": r"$\alpha_k = 1/k$", "power 1/k^0.6": r"$\alpha_k = 1/k^{0.6}$",
+             "constant 0.1": r"$\alpha_k = 0.1$", "power 1/k^2": r"$\alpha_k = 1/k^2$",
+             "geometric 0.5*0.9^k": r"$\alpha_k = 0.5 \cdot 0.9^k$"}
+
+
+def _gd_words(label: str) -> str:
+    """Legend text of a gradient-descent variant named ``label`` in the code and log."""
+    if label.startswith("MBGD (B=") and label.endswith(")"):
+        return f"mini-batch GD, batch of {label[len('MBGD (B='):-1]}"
+    return {"SGD (B=1)": "SGD, batch of 1", "BGD": "full-batch GD",
+            "BGD (step 1/L)": "full-batch GD, step $1/L$"}.get(label, label)
+
+
 def _log_grid(steps: int, points: int = 60) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.geomspace(1, steps, points).astype(int)]))
 
@@ -87,16 +101,17 @@ def _incremental_mean(run, cfg: Config) -> None:
     x = run.rng.exponential(1.0, size=(cfg.mean_samples, cfg.replicates))  # mean 1, sd 1
     w = A.incremental_mean(x)
     k = np.arange(1, cfg.mean_samples + 1)
-    fig, (ax1, ax2) = new_figure(1, 2, size="wide")
+    fig, (ax1, ax2) = new_figure(1, 2, size="column", layout="constrained")
     for r in range(min(5, cfg.replicates)):
         ax1.plot(k, w[:, r], lw=1)
-    ax1.axhline(1.0, color="k", ls="--", lw=1, label="E[X] = 1")
-    ax1.set(xscale="log", xlabel="k", ylabel="$w_k$", title="Incremental mean, Exp(1) samples")
+    ax1.axhline(1.0, color="k", ls="--", lw=1, label=r"$\mathbb{E}[X] = 1$")
+    ax1.set(xscale="log", xlabel="samples $k$", ylabel="$w_k$",
+            title=r"Running mean, $X \sim \mathrm{Exp}(1)$")
     ax1.legend()
-    _band(ax2, k, w - 1.0, PALETTE[0], "RMS $|w_k - 1|$")
+    _band(ax2, k, w - 1.0, PALETTE[0], "RMS over runs")
     ax2.plot(k, 1 / np.sqrt(k), "k--", lw=1, label=r"$\sigma/\sqrt{k}$")
-    ax2.set(xscale="log", yscale="log", xlabel="k", ylabel="error",
-            title="Error decays as 1/sqrt(k)")
+    ax2.set(xscale="log", yscale="log", xlabel="samples $k$", ylabel=r"$|w_k - 1|$",
+            title=r"Error decays as $1/\sqrt{k}$")
     ax2.legend()
     run.save_figure(fig, "incremental_mean")
     run.log_metrics({"mean/final_rms_error": float(np.sqrt(np.mean((w[-1] - 1.0) ** 2))),
@@ -115,16 +130,16 @@ def _rm_schedules(run, cfg: Config) -> None:
         traj = A.robbins_monro(g_noisy, np.full(cfg.replicates, cfg.rm_start), cfg.rm_steps,
                                sched, run.rng, record=ks)
         err = traj.w[1:] - 1.0
-        tag = "RM" if sched.satisfies_robbins_monro else "not RM"
-        _band(ax, traj.k[1:], err, color, f"{name} ({tag})")
+        tag = "meets" if sched.satisfies_robbins_monro else "fails"
+        _band(ax, traj.k[1:], err, color, f"{_RM_WORDS.get(name, name)} ({tag} RM conditions)")
         key = name.split()[0] + ("_p2" if name == "power 1/k^2" else "")
         rms = float(np.sqrt(np.mean(err[-1] ** 2)))
         run.log_metrics({f"rm/{key}_final_rms_error": rms})
         run.log(f"RM {name}: final RMS error {rms:.4g}")
     ax.plot(ks[1:], cfg.rm_noise / np.sqrt(ks[1:]), "k--", lw=1, label=r"$\sigma/\sqrt{k}$")
-    ax.set(xscale="log", yscale="log", xlabel="iteration k", ylabel="|w_k - w*|",
-           title="Robbins-Monro on tanh(w-1) + noise")
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="iteration $k$", ylabel=r"$|w_k - w^*|$",
+           title=r"Robbins–Monro on $\tanh(w - 1)$ + noise")
+    ax.legend(fontsize=9)
     run.save_figure(fig, "rm_schedules")
 
 
@@ -135,24 +150,24 @@ def _mean_estimation(run, cfg: Config) -> None:
     start = np.array([30.0, 30.0])
     variants = {"SGD (B=1)": ("sgd", None), "MBGD (B=5)": ("minibatch", 5),
                 "MBGD (B=50)": ("minibatch", min(50, cfg.mean_points)), "BGD": ("full", None)}
-    fig, (ax1, ax2) = new_figure(1, 2, size="wide")
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     ax1.scatter(data[:, 0], data[:, 1], s=4, color="0.75", label="samples")
     ks = _log_grid(cfg.mean_steps)
     for color, (name, (mode, b)) in zip(PALETTE, variants.items(), strict=False):
         traj = A.sgd(obj, np.tile(start, (cfg.replicates, 1)), cfg.mean_steps, A.harmonic(),
                      run.rng, mode=mode, batch_size=b, record=ks)
         path = traj.w[: min(40, len(ks)), 0]
-        ax1.plot(path[:, 0], path[:, 1], "o-", ms=2.5, lw=0.8, color=color, label=name)
+        ax1.plot(path[:, 0], path[:, 1], "o-", ms=2.5, lw=0.8, color=color,
+                 label=_gd_words(name))
         dist = np.linalg.norm(traj.w[1:] - mean, axis=-1)
         _band(ax2, traj.k[1:], dist, color, name)
         run.log_metrics({f"mean_est/{mode}{b or ''}_final_distance": float(np.mean(dist[-1]))})
     ax1.plot(*mean, "k*", ms=12, label="sample mean")
     ax1.set(xlabel="$w_1$", ylabel="$w_2$", title=r"Iterates with $\alpha_k = 1/k$",
             aspect="equal")
-    ax1.legend(fontsize=8)
-    ax2.set(xscale="log", yscale="log", xlabel="iteration k", ylabel=r"$\|w_k - \bar x\|$",
+    ax2.set(xscale="log", yscale="log", xlabel="iteration $k$", ylabel=r"$\|w_k - \bar x\|$",
             title="Distance to the mean")
-    ax2.legend(fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     run.save_figure(fig, "mean_estimation")
 
 
@@ -192,8 +207,8 @@ def _linreg(run, cfg: Config, name: str, X: np.ndarray, y: np.ndarray, ax1, ax2)
         traj = A.sgd(obj, w0, steps, schedule, run.rng, mode=mode, batch_size=b,
                      sampling="shuffle", record=_log_grid(steps))
         err = np.linalg.norm(traj.w - w_star, axis=-1) / rel  # (T, R)
-        _band(ax1, np.maximum(traj.k, 1), err, color, label)
-        _band(ax2, np.maximum(traj.samples, 1), err, color, label)
+        _band(ax1, np.maximum(traj.k, 1), err, color, _gd_words(label))
+        _band(ax2, np.maximum(traj.samples, 1), err, color, _gd_words(label))
         run.log_metrics({f"linreg/{name}_{mode}_numpy_rel_error": float(np.mean(err[-1]))})
         run.log(f"{name} {label}: {steps} steps in {time.perf_counter() - t0:.2f} s, "
                 f"mean rel error {np.mean(err[-1]):.4g}")
@@ -208,13 +223,11 @@ def _linreg(run, cfg: Config, name: str, X: np.ndarray, y: np.ndarray, ax1, ax2)
                      f"linreg/{name}_condition_number": float(np.linalg.cond(obj.hessian()))})
     run.log(f"{name}: ours (numba SGD) {ours:.4g}, sklearn SGDRegressor {peer:.4g}")
     ax2.plot([order.size], [peer], "k*", ms=10, label="sklearn SGDRegressor")
-    ax2.plot([order.size], [ours], "kx", ms=8, label="ours (numba, 1 run)")
-    ax1.set(xscale="log", yscale="log", xlabel="iteration k", ylabel=r"$\|w-w^*\|/\|w^*\|$",
-            title=f"{name}: error vs iterations")
+    ax2.plot([order.size], [ours], "kx", ms=8, label="our compiled SGD (1 run)")
+    ax1.set(xscale="log", yscale="log", xlabel="iteration $k$",
+            ylabel=r"$\|w-w^*\|\,/\,\|w^*\|$", title=f"{name}: error vs iterations")
     ax2.set(xscale="log", yscale="log", xlabel="samples touched",
-            title=f"{name}: error vs samples (n={n}, d={d})")
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8)
+            title=f"{name} ($n={n}$, $d={d}$): vs samples")
 
 
 def _standardise(X, y):
@@ -230,12 +243,13 @@ def run(config: Config) -> Result:
         _mean_estimation(run, config)
         from sklearn.datasets import load_diabetes
 
-        fig, axes = new_figure(2, 2, size="grid")
+        fig, axes = new_figure(2, 2, size=(7.0, 6.4), layout="constrained")
         _linreg(run, config, "diabetes", *_standardise(*load_diabetes(return_X_y=True)), *axes[0])
         X = run.rng.standard_normal((config.synth_n, config.synth_d))
         w_true = run.rng.standard_normal(config.synth_d)
         y = X @ w_true + 0.5 * run.rng.standard_normal(config.synth_n)
         _linreg(run, config, "synthetic", X, y, *axes[1])
-        fig.tight_layout()
+        fig.legend(*axes[1, 1].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+                   fontsize=9)
         run.save_figure(fig, "linreg")
     return run.result

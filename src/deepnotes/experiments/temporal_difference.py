@@ -18,7 +18,7 @@ import numpy as np
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import new_figure
-from deepnotes.experiments._gridworld_plots import curves, values_figure
+from deepnotes.experiments._gridworld_plots import Q_ERROR, curves, learner_label, values_figure
 from deepnotes.rl import td
 from deepnotes.rl.envs import textbook_5x5
 from deepnotes.rl.planning import evaluate_policy, value_iteration
@@ -133,25 +133,31 @@ def run(config: Config) -> Result:
                 [s.history["optimal_fraction"][-1] for s in off])),
         })
 
-        fig = values_figure(env, [("exact v*, π* (value iteration)", exact.v, exact.policy),
+        fig = values_figure(env, [(r"exact $v^*$, $\pi^*$ (value iteration)", exact.v,
+                                   exact.policy),
                                   ("Sarsa", finals["sarsa"].v, finals["sarsa"].policy),
                                   ("Q-learning", finals["q_learning"].v,
                                    finals["q_learning"].policy),
-                                  ("Q-learning off-policy", off[0].v, off[0].policy)])
+                                  ("Q-learning, off-policy", off[0].v, off[0].policy)])
         run.save_figure(fig, "values")
 
-        fig, axes = new_figure(1, 3, size=(15, 4))
+        fig, axes = new_figure(2, 2, size="column_grid")
+        axes = axes.ravel()
         on_x = np.arange(1, config.episodes + 1)
         xs = {k: on_x for k in ON_POLICY} | {
             "q_learning_offpolicy": np.arange(1, config.offpolicy_episodes + 1) * 50
             / config.episode_length}
         curves(axes[0], xs, {k: np.maximum(v, 1e-12) for k, v in curves_err.items()},
-               xlabel="episodes (off-policy: in 20-step episode equivalents)",
-               ylabel="‖max_a q − v*‖∞ (median)", log=True)
+               xlabel="episodes (off-policy: 20-step equivalents)",
+               ylabel=Q_ERROR + " (median)", log=True, legend=False)
         curves(axes[1], on_x, curves_frac, xlabel="episodes",
-               ylabel="fraction of states with an optimal greedy action")
+               ylabel="states with an optimal\ngreedy action (fraction)", legend=False)
         curves(axes[2], on_x, curves_ret, xlabel="episodes",
-               ylabel="reward per episode (median)", smooth=max(1, config.episodes // 100))
+               ylabel="reward per episode (median)", smooth=max(1, config.episodes // 100),
+               legend=False)
+        axes[3].set_axis_off()
+        axes[3].legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=10)
+        fig.tight_layout()
         run.save_figure(fig, "learning_curves")
 
         # --- TD(0) evaluation of the uniform policy --------------------------------------------
@@ -160,14 +166,16 @@ def run(config: Config) -> Result:
         for alpha in config.td0_alphas:
             est = [td.td0(env, uniform, config.td0_episodes, alpha, 100, seed, v_true=v_uniform)
                    for seed in seeds]
-            td0_curves[f"α = {alpha}"] = np.median([e.history["v_error"] for e in est], axis=0)
+            td0_curves[rf"$\alpha = {alpha}$"] = np.median([e.history["v_error"] for e in est],
+                                                           axis=0)
         est = [td.td0(env, uniform, config.td0_episodes, 0.2, 100, seed, alpha_final=0.002,
                       v_true=v_uniform) for seed in seeds]
-        td0_curves["α: 0.2 → 0.002"] = np.median([e.history["v_error"] for e in est], axis=0)
-        run.log_metrics({"td0/v_max_abs_error": float(td0_curves["α: 0.2 → 0.002"][-1])})
+        decayed = r"$\alpha$ decayed 0.2 $\to$ 0.002"
+        td0_curves[decayed] = np.median([e.history["v_error"] for e in est], axis=0)
+        run.log_metrics({"td0/v_max_abs_error": float(td0_curves[decayed][-1])})
         fig, ax = new_figure()
         curves(ax, np.arange(1, config.td0_episodes + 1), td0_curves, xlabel="episodes (100 steps)",
-               ylabel="‖v − v_π‖∞ (median)", log=True)
+               ylabel=r"$\|v - v_\pi\|_\infty$ (median)", log=True)
         ax.set_title("TD(0) evaluation of the uniform policy")
         run.save_figure(fig, "td0_step_size")
 
@@ -182,9 +190,9 @@ def run(config: Config) -> Result:
         ax.plot(config.n_values, np.maximum(n_err, 1e-12), "o-")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("n")
-        ax.set_ylabel(f"‖max_a q − v*‖∞ after {config.sweep_episodes} episodes")
-        ax.set_title("n-step Sarsa")
+        ax.set_xlabel("$n$ (steps in the return)")
+        ax.set_ylabel(f"{Q_ERROR} after {config.sweep_episodes} episodes")
+        ax.set_title("$n$-step Sarsa")
         run.save_figure(fig, "n_step")
         for n, e in zip(config.n_values, n_err, strict=True):
             run.log_metrics({f"n_step_sweep/n{n}_v_max_abs_error": e})
@@ -194,11 +202,12 @@ def run(config: Config) -> Result:
             errs = [np.median([ON_POLICY[name](env, _with(config, config.sweep_episodes, a), seed,
                                                **sweep).history["v_error"][-1]
                                for seed in seeds]) for a in config.sweep_alphas]
-            ax.plot(config.sweep_alphas, np.maximum(errs, 1e-12), "o-", label=name)
+            ax.plot(config.sweep_alphas, np.maximum(errs, 1e-12), "o-",
+                    label=learner_label(name))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("step size α")
-        ax.set_ylabel(f"‖max_a q − v*‖∞ after {config.sweep_episodes} episodes")
+        ax.set_xlabel(r"step size $\alpha$")
+        ax.set_ylabel(f"{Q_ERROR} after {config.sweep_episodes} episodes")
         ax.legend()
         run.save_figure(fig, "step_size")
     return run.result

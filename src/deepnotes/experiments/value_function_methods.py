@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import PALETTE, new_figure
-from deepnotes.experiments._gridworld_plots import curves, values_figure
+from deepnotes.experiments._gridworld_plots import Q_ERROR, curves, values_figure
 from deepnotes.rl import vfa
 from deepnotes.rl.envs import textbook_5x5
 from deepnotes.rl.planning import evaluate_policy, value_iteration
@@ -65,6 +66,12 @@ HEADLINE = "dqn/q_max_abs_error"
 PEER = None  # the exact DP solution and the exact TD fixed point are the references
 
 
+def _features_words(kind: str, order) -> str:
+    """A feature set as a reader should see it in a legend or title."""
+    return {"polynomial": f"polynomial, degree {order}", "fourier": f"Fourier, order {order}",
+            "tile": f"tile coding, {order}×{order} tiles"}.get(kind, f"{kind} {order}")
+
+
 def _feature_sets(config: Config):
     yield from (("polynomial", o) for o in config.polynomial_orders)
     yield from (("fourier", o) for o in config.fourier_orders)
@@ -85,7 +92,7 @@ def run(config: Config) -> Result:
 
         # --- TD-linear evaluation of the uniform policy ----------------------------------------
         by_kind: dict[str, list] = {}
-        estimates, fp_curves = {}, {}
+        estimates, fp_curves, fp_styles = {}, {}, {}
         for kind, order in run.track(list(_feature_sets(config)), "TD-linear"):
             phi = vfa.make_features(env, kind, order)
             n2 = (phi ** 2).sum(axis=1).max()
@@ -100,8 +107,11 @@ def run(config: Config) -> Result:
             by_kind.setdefault(kind, []).append((phi.shape[1], learned, fp_err))
             key = f"{kind}{order}"
             estimates[key] = ests[0].v
-            fp_curves[f"{kind} {order} (d = {phi.shape[1]})"] = np.median(
-                [e.history["v_error"] for e in ests], axis=0)
+            words = f"{_features_words(kind, order)} ($d = {phi.shape[1]}$)"
+            fp_curves[words] = np.median([e.history["v_error"] for e in ests], axis=0)
+            # one line style per feature family, one colour per size within it
+            fp_styles[words] = (PALETTE[len(by_kind[kind]) - 1],
+                                {"polynomial": "-", "fourier": "--"}.get(kind, ":"))
             run.log_metrics({f"td_linear/{key}_v_max_abs_error": learned,
                              f"td_linear/{key}_fixed_point_v_max_abs_error": fp_err,
                              f"td_linear/{key}_gap_to_fixed_point": gap})
@@ -112,32 +122,42 @@ def run(config: Config) -> Result:
         for i, (kind, rows) in enumerate(by_kind.items()):
             d, learned, fp = np.array(rows).T
             # Complete feature sets have an exact zero error: draw it at 1e-3 to keep the scale.
-            ax.plot(d, np.maximum(fp, 1e-3), "-", color=PALETTE[i], label=f"{kind}: fixed point")
-            ax.plot(d, learned, "o", color=PALETTE[i], label=f"{kind}: TD-linear (median)")
+            words = {"polynomial": "polynomial", "fourier": "Fourier", "tile": "tile coding"}
+            name = words.get(kind, kind)
+            ax.plot(d, np.maximum(fp, 1e-3), "-", color=PALETTE[i],
+                    label=f"{name}: TD fixed point")
+            ax.plot(d, learned, "o", color=PALETTE[i], label=f"{name}: TD-linear (median)")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("number of features d")
-        ax.set_ylabel("‖v̂ − v_π‖∞ (uniform policy; 0 drawn at 1e-3)")
-        ax.legend(fontsize=8)
+        ax.set_xlabel("number of features $d$")
+        ax.set_ylabel(r"$\|\hat v - v_\pi\|_\infty$ (0 drawn at $10^{-3}$)")
+        ax.set_title("Evaluating the uniform policy")
+        ax.legend(fontsize=9)
         run.save_figure(fig, "approximation_error")
 
-        panels = [("exact v_π (uniform policy)", v_pi, None)]
-        for key in ("polynomial1", "fourier2", f"tile{config.tile_sizes[-1]}"):
-            if key in estimates:
-                panels.append((f"TD-linear, {key}", estimates[key], None))
+        panels = [(r"exact $v_\pi$ (uniform policy)", v_pi, None)]
+        for kind, order in (("polynomial", 1), ("fourier", 2), ("tile", config.tile_sizes[-1])):
+            if f"{kind}{order}" in estimates:
+                panels.append(("TD-linear,\n" + _features_words(kind, order),
+                               estimates[f"{kind}{order}"], None))
         run.save_figure(values_figure(env, panels), "td_linear_values")
 
-        fig, ax = new_figure()
-        curves(ax, np.arange(1, config.td_episodes + 1), fp_curves,
-               xlabel=f"episodes ({config.episode_length} steps)",
-               ylabel="‖Φw − Φw*‖∞ (median)", log=True)
+        fig, ax = new_figure(size="column_tall", layout="constrained")
+        for words, y in fp_curves.items():
+            color, ls = fp_styles[words]
+            ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, lw=1.0, label=words)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"episodes ({config.episode_length} steps)")
+        ax.set_ylabel(r"$\|\Phi w - \Phi w^*\|_\infty$ (median)")
         ax.set_title("TD-linear: distance to the exact fixed point")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # 7-in column: five-digit ticks collide
+        fig.legend(loc="outside right center", fontsize=9)
         run.save_figure(fig, "td_linear_curves")
 
         # --- linear Sarsa and Q-learning ---------------------------------------------------------
         ref = dict(v_star=exact.v, q_star=exact.q)
-        panels = [("exact v*, π*", exact.v, exact.policy)]
-        err_curves, frac_curves = {}, {}
+        panels = [(r"exact $v^*$, $\pi^*$", exact.v, exact.policy)]
+        err_curves, frac_curves, legend_words = {}, {}, {}
         for spec in config.control_features:
             kind, order = spec.split(":")
             phi = vfa.make_features(env, kind, int(order))
@@ -155,14 +175,21 @@ def run(config: Config) -> Result:
                 run.log_metrics({
                     f"{key}/v_max_abs_error": float(err_curves[key][-1]),
                     f"{key}/optimal_fraction": float(frac_curves[key][-1])})
-                panels.append((f"{name.replace('_', ' ')}, {kind} {order}", sols[0].v,
-                               sols[0].policy))
-        fig, axes = new_figure(1, 2, size=(12, 4))
+                learner = {"linear_sarsa": "linear Sarsa",
+                           "linear_q_learning": "linear Q-learning"}[name]
+                words = f"{learner},\n{_features_words(kind, order)}"
+                legend_words[key] = words.replace("\n", " ")
+                panels.append((words, sols[0].v, sols[0].policy))
+        fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
         x = np.arange(1, config.control_episodes + 1)
-        curves(axes[0], x, {k: np.maximum(v, 1e-12) for k, v in err_curves.items()},
-               xlabel="episodes (20 steps)", ylabel="‖max_a q − v*‖∞ (median)", log=True)
-        curves(axes[1], x, frac_curves, xlabel="episodes (20 steps)",
-               ylabel="fraction of states with an optimal greedy action")
+        curves(axes[0], x, {legend_words[k]: np.maximum(v, 1e-12) for k, v in err_curves.items()},
+               xlabel="episodes (20 steps)", ylabel=Q_ERROR + " (median)", log=True,
+               legend=False)
+        curves(axes[1], x, {legend_words[k]: v for k, v in frac_curves.items()},
+               xlabel="episodes (20 steps)",
+               ylabel="states with an optimal greedy action (fraction)", legend=False)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+                   fontsize=9)
         run.save_figure(fig, "control_curves")
 
         # --- DQN ---------------------------------------------------------------------------------
@@ -182,15 +209,15 @@ def run(config: Config) -> Result:
             "dqn/seconds_per_run": elapsed / len(dqns)})
         panels.append(("DQN", dqns[0].v, dqns[0].policy))
         run.save_figure(values_figure(env, panels), "values")
-        fig, axes = new_figure(1, 3, size=(15, 4))
+        fig, axes = new_figure(1, 3, size=(7.0, 2.8), layout="constrained")
         it = dqns[0].history["iteration"]
         curves(axes[0], it, {"loss": np.median([d.history["loss"] for d in dqns], axis=0)},
-               xlabel="gradient steps", ylabel="TD loss (median)", log=True)
-        curves(axes[1], it, {"‖max_a q − v*‖∞": np.median([d.history["v_error"] for d in dqns],
-                                                          axis=0)},
-               xlabel="gradient steps", ylabel="error (median)", log=True)
+               xlabel="gradient steps", ylabel="TD loss (median)", log=True, legend=False)
+        curves(axes[1], it, {"error": np.median([d.history["v_error"] for d in dqns], axis=0)},
+               xlabel="gradient steps", ylabel=Q_ERROR + " (median)", log=True, legend=False)
         curves(axes[2], it, {"optimal fraction": np.median(
             [d.history["optimal_fraction"] for d in dqns], axis=0)},
-               xlabel="gradient steps", ylabel="fraction of optimal greedy actions")
+               xlabel="gradient steps", ylabel="optimal greedy actions (fraction)",
+               legend=False)
         run.save_figure(fig, "dqn")
     return run.result
