@@ -11,16 +11,23 @@ classifier) for digit images, ``metrics`` the sliced Wasserstein and Fréchet di
 classifier and classifier-free guidance as denoiser wrappers, ``rectified_flow`` reflow pairs,
 path straightness and the flow-matching loss (``rectified_flow_loss``), ``autoencoder`` the
 KL-regularised autoencoder of latent diffusion (f = 4, c latent channels, latent scale from data),
-equal to diffusers' ``AutoencoderKL`` weight for weight.
+equal to diffusers' ``AutoencoderKL`` weight for weight; ``unet_conditional`` Stable Diffusion's
+text-conditioned U-Net (equal to diffusers' ``UNet2DConditionModel``, with ControlNet's residual
+inputs), ``mmdit`` SD3's MM-DiT (equal to diffusers' ``SD3Transformer2DModel``),
+``text_encoder`` a CLIP text transformer (equal to transformers' ``CLIPTextModel``) trained
+contrastively with a small image encoder, ``caption_score`` the shapes caption score (attribute
+classifier), shapes FID, and Sobel edge maps / shape masks / edge F1 for ControlNet conditions.
 
 Algorithm modules here are pure: no file I/O, printing, plotting or CLI."""
 
 from deepnotes.diffusion import (
     autoencoder,
+    caption_score,
     gmm,
     guidance,
     likelihood,
     metrics,
+    mmdit,
     networks,
     ode,
     parameterizations,
@@ -28,8 +35,11 @@ from deepnotes.diffusion import (
     rectified_flow,
     samplers,
     schedules,
+    text_encoder,
     unet,
+    unet_conditional,
 )
 
-__all__ = ["autoencoder", "gmm", "guidance", "likelihood", "metrics", "networks", "ode",
-           "parameterizations", "processes", "rectified_flow", "samplers", "schedules", "unet"]
+__all__ = ["autoencoder", "caption_score", "gmm", "guidance", "likelihood", "metrics", "mmdit",
+           "networks", "ode", "parameterizations", "processes", "rectified_flow", "samplers",
+           "schedules", "text_encoder", "unet", "unet_conditional"]
