@@ -136,5 +136,8 @@ NOT_CHECKED.update({
     "stable-diffusion": "smoke trains 4 steps on stand-in parts: scores decide nothing; U-Net "
                         "parity in tests/diffusion/test_unet_conditional.py, the pipeline against "
                         "a diffusers DDIM loop in tests/experiments/test_stable_diffusion.py",
+    "sd3": "smoke trains a few steps on stand-in parts: scores decide nothing; MM-DiT parity "
+           "with diffusers and the logit-normal density are checked in "
+           "tests/diffusion/test_mmdit.py",
     "gbdt-to-xgboost": "exact tree equality with xgboost is checked in tests/boosting",
 })
