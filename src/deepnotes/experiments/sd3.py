@@ -68,7 +68,8 @@ class Config(ExperimentConfig):
     latent_channels: int = 16
     """Channels c of the cached autoencoder's latent (16 as in SD3; 4 as in SD1)."""
     small_cache: bool = False
-    """Use the cache's small (seconds-to-train) autoencoder, text encoder and scorer (smoke)."""
+    """Use the cache's small (seconds-to-train) autoencoder, text encoder and scorer (smoke and
+    quick: the demo tour never trains the full-size cached networks)."""
     width: int = 64
     """MM-DiT width (heads × 32)."""
     depth: int = 4
@@ -118,9 +119,9 @@ PRESETS = make_presets(
                  steps=4, batch=8, guidance_sweep=(1.0, 4.0), sample_steps=2, n_evals=1,
                  n_eval_images=8, n_final_images=8, n_held_out=8, fid_reference=32,
                  grid_captions=2),
-    quick=Config(width=64, depth=2, unet_channels=(16, 32), n_pool=1000, steps=120,
-                 guidance_sweep=(1.0, 4.0), sample_steps=12, n_evals=2, n_eval_images=32,
-                 n_final_images=96, n_held_out=128),
+    quick=Config(small_cache=True, width=64, depth=2, unet_channels=(16, 32), n_pool=1000,
+                 steps=120, guidance_sweep=(1.0, 4.0), sample_steps=12, n_evals=2,
+                 n_eval_images=32, n_final_images=96, n_held_out=128),
     full=Config(),
 )
 HEADLINE = "mmdit_ln/caption_score"
