@@ -68,7 +68,7 @@ CPU_ONLY = "its learners are numba kernels"
 HEADLINE = "a2c/v_bar_gap"
 PEER = None  # the exact optimum of value iteration and the Riccati gain are the references
 
-_METHODS = {"qac": "QAC", "a2c": "A2C", "off_policy": "off-policy AC (uniform β)"}
+_METHODS = {"qac": "QAC", "a2c": "A2C", "off_policy": r"off-policy AC (uniform $\beta$)"}
 
 
 def run(config: Config) -> Result:
@@ -81,7 +81,7 @@ def run(config: Config) -> Result:
         every = max(1, config.episodes // config.evaluations)
         run.log(f"v̄* = {vbar_star:.4f}, seeds {seeds}")
 
-        gaps, xs, panels = {}, {}, [("exact v*, π*", exact.v, exact.policy)]
+        gaps, xs, panels = {}, {}, [(r"exact $v^*$, $\pi^*$", exact.v, exact.policy)]
         for method, label in run.track(list(_METHODS.items()), "actor-critic"):
             results = [ac.actor_critic(env, method, config.episodes, config.alpha_theta,
                                        config.alpha_w, config.episode_length, seed,
@@ -97,7 +97,7 @@ def run(config: Config) -> Result:
             run.log(f"{label}: v̄ gaps {np.round(final, 4).tolist()}")
         fig, ax = new_figure()
         curves(ax, xs, gaps, xlabel=f"episodes ({config.episode_length} steps)",
-               ylabel="v̄* − v̄ (exact, median over seeds)", log=True)
+               ylabel=r"$\bar v^* - \bar v$ (exact, median over seeds)", log=True)
         run.save_figure(fig, "learning_curves")
         run.save_figure(values_figure(env, panels), "policies")
 
@@ -128,11 +128,11 @@ def run(config: Config) -> Result:
             out = ac.dpg_lqr(config.dpg_episodes, config.lqr_gamma, config.lqr_c, seed=seed)
             finals.append(out["k"])
             ax.plot(np.arange(1, config.dpg_episodes + 1), out["gains"], color=PALETTE[0],
-                    lw=1, alpha=0.7, label="DPG gain k (one line per seed)" if i == 0 else None)
-        ax.axhline(k_star, color=PALETTE[3], ls="--", label=f"Riccati k* = {k_star:.4f}")
+                    lw=1, alpha=0.7, label=r"DPG gain $k$ (one line per seed)" if i == 0 else None)
+        ax.axhline(k_star, color=PALETTE[3], ls="--", label=rf"Riccati optimum $k^*={k_star:.4f}$")
         ax.set_xlabel("episodes (20 steps)")
-        ax.set_ylabel("gain k of a = k s")
-        ax.legend(fontsize=8)
+        ax.set_ylabel(r"gain $k$ of the policy $a = ks$")
+        ax.legend(fontsize=9)
         run.save_figure(fig, "dpg_gain")
         run.log_metrics({"dpg/k_star": k_star, "dpg/P_star": P_star,
                          "dpg/k_abs_error": float(np.median(np.abs(np.array(finals) - k_star)))})

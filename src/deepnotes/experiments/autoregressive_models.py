@@ -344,7 +344,8 @@ def _plot_samples(run, cfg, x_test, samples) -> None:
     n_panels = 1 + len(samples)
     rows = 1 if n_panels <= 5 else 2  # autoregressive models on top, flows below
     per_row = math.ceil(n_panels / rows)
-    fig, axes = new_figure(rows, per_row, size=(3.0 * per_row, 3.4 * rows), squeeze=False)
+    fig, axes = new_figure(rows, per_row, size=(7.0, 2.5 * rows), squeeze=False,
+                           layout="constrained")
     axes = axes.ravel()
     cols = int(math.sqrt(cfg.n_samples))
     digits_mosaic(axes[0], x_test[:cols * cols], "test digits", cols=cols)
@@ -352,25 +353,28 @@ def _plot_samples(run, cfg, x_test, samples) -> None:
         title = LABELS[name].replace(" (", "\n(")
         if name in FLOWS:
             title += "\n(binarised at 1/2)"
-        digits_mosaic(ax, s[:cols * cols], title, cols=cols)
+        digits_mosaic(ax, s[:cols * cols], title.replace(", ", ",\n"), cols=cols)
+    for ax in axes[:n_panels]:
+        ax.title.set_fontsize(9)
     for ax in axes[n_panels:]:
         ax.axis("off")
     run.save_figure(fig, "samples")
 
 
 def _plot_curves(run, cfg, results, independent_bpd: float) -> None:
-    fig, ax = new_figure()
+    fig, ax = new_figure(size="column_tall", layout="constrained")
     for i, (name, res) in enumerate(results.items()):
         ep, tr, va = zip(*res["curve"], strict=True)
         ls = "--" if name in FLOWS else "-"
-        ax.plot(ep, va, color=PALETTE[i % 7], ls=ls, label=f"{LABELS[name]} (validation)")
+        ax.plot(ep, va, color=PALETTE[i % 7], ls=ls, label=LABELS[name])
         ax.plot(ep, tr, color=PALETTE[i % 7], ls=":", lw=1)
     ax.axhline(independent_bpd, color=PALETTE[7], ls="--", lw=1, label="independent pixels (test)")
-    ax.set(xlabel="epoch", ylabel="bits/dim", title="NLL on binarised digits (dashed: flows' "
-           "bound; dotted: training)")
+    ax.set(xlabel="epoch", ylabel="bits/dim", title="NLL on binarised digits")
     # the flows start far above: keep the comparison region readable
     ax.set_ylim(top=min(ax.get_ylim()[1], 1.2))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              title="validation (dashed: flows'\nupper bound); dotted: training",
+              title_fontsize=9)
     run.save_figure(fig, "curves")
 
 
@@ -378,10 +382,10 @@ def _plot_ensemble(run, res, dim: int) -> None:
     fig, ax = new_figure()
     k = np.arange(1, len(res["ensemble"]) + 1)
     ax.plot(k, [bits_per_dim(v, dim) for v in res["ensemble"]], marker="o", color=PALETTE[0],
-            label="mixture of the first k mask sets")
+            label=r"mixture of the first $k$ mask sets")
     ax.scatter(k, [bits_per_dim(v, dim) for v in res["singles"]], color=PALETTE[1], s=14,
-               label="mask set k alone")
-    ax.set(xlabel="number of mask sets k", ylabel="test bits/dim",
+               label=r"mask set $k$ alone")
+    ax.set(xlabel=r"number of mask sets $k$", ylabel="test bits/dim",
            title="Order-agnostic MADE: ensembling orderings at test time")
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo, hi + 0.35 * (hi - lo))  # head-room so the legend covers no point
@@ -396,16 +400,16 @@ def _plot_bits(run, cfg, independent_bpd: float) -> None:
     labels = ["independent pixels", *(LABELS[n] for n in names)]
     values = [independent_bpd, *(metrics[f"test/{n}_bits_per_dim"] for n in names)]
     colors = [PALETTE[7], *(PALETTE[1] if n in FLOWS else PALETTE[0] for n in names)]
-    fig, ax = new_figure(size=(7.0, 0.45 * len(values) + 1.4))
+    fig, ax = new_figure(size=(5.0, 0.45 * len(values) + 1.4))
     y = np.arange(len(values))[::-1]
     bars = ax.barh(y, values, color=colors)
     for bar, name in zip(bars[1:], names, strict=True):
         if name in FLOWS:
             bar.set_hatch("//")
     for yi, v in zip(y, values, strict=True):
-        ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
+        ax.text(v, yi, f" {v:.3f}", va="center", fontsize=9)
     ax.set_yticks(y, labels)
-    ax.set_xlim(0, 1.15 * max(values))
-    ax.set(xlabel="test bits/dim (hatched: dequantisation upper bound)",
+    ax.set_xlim(0, 1.2 * max(values))
+    ax.set(xlabel="test bits/dim\n(hatched: dequantisation upper bound)",
            title="Binarised digits, same test split")
     run.save_figure(fig, "bits_per_dim")

@@ -111,7 +111,7 @@ def _perceptron(cfg: Config, run):
     for label, color, marker in ((1, PALETTE[0], "o"), (-1, PALETTE[1], "s")):
         pts = x[y == label]
         ax1.scatter(pts[:, 0], pts[:, 1], s=8, color=color, marker=marker,
-                    label=f"class {label:+d}")
+                    label=f"class ${label:+d}$")
     grid = np.linspace(-0.5, 4.5, 2)
     for (key, res), color, style in zip(fits.items(), (PALETTE[2], PALETTE[3]), ("-", "--"),
                                         strict=True):
@@ -124,7 +124,7 @@ def _perceptron(cfg: Config, run):
     ax1.scatter([0], [0], color="black", marker="+", s=60, zorder=5)
     ax1.set(xlim=(-0.5, 4.5), ylim=(-0.5, 4.5), xlabel=r"$x_1$", ylabel=r"$x_2$",
             title="boundaries (+ marks the origin)", aspect="equal")
-    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    ax1.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     for (key, res), color, style in zip(fits.items(), (PALETTE[2], PALETTE[3]), ("-", "--"),
                                         strict=True):
         epochs = np.arange(1, len(res.mistakes) + 1)
@@ -234,7 +234,7 @@ def _norm(cfg: Config, run):
         traces[name] = (np.asarray(ratio), np.asarray(drift))
         run.log_metrics({f"norm/{name}_max_wasted_grad_ratio": float(np.max(ratio)),
                          f"norm/{name}_bias_drift": drift[-1]})
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.4), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 4.4), constrained_layout=True)
     steps = np.arange(1, cfg.norm_steps + 1)
     for color, (name, (ratio, drift)) in zip(PALETTE, traces.items(), strict=False):
         ax1.plot(steps, np.maximum(ratio, 1e-20), color=color, lw=1.2, label=NORM_LABELS[name])
@@ -242,10 +242,9 @@ def _norm(cfg: Config, run):
             ax2.plot(steps, drift, color=color, lw=1.5, label=NORM_LABELS[name])
     ax1.set(yscale="log", xlabel="step", ylabel="wasted bias gradient / weight gradient",
             title="gradient of the removed bias part")
-    ax1.legend(fontsize=7, loc="center right")
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
     ax2.set(xlabel="step", ylabel=r"$\max_j |b_j - b_j^{(0)}|$",
             title="bias before batch norm: drift")
-    ax2.legend(fontsize=8)
     return fig
 
 

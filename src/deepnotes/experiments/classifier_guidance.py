@@ -141,29 +141,35 @@ def _noisy_accuracy(run, clf, sigma_data) -> None:
 
 
 def _plot_tradeoff(run, results) -> None:
-    fig, (ax, ax2) = new_figure(1, 2, size="wide")
-    names = {"cfg": "classifier-free (w)", "cg": "classifier guidance (s)"}
+    fig, (ax, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
+    names = {"cfg": r"classifier-free guidance, scale $w$",
+             "cg": r"classifier guidance, scale $s$"}
     for i, (kind, rows) in enumerate(results.items()):
         rows = sorted(rows)
         kw = {"color": PALETTE[i], "marker": "os"[i], "label": names[kind]}
         ax.plot([r[0] for r in rows], [r[1] for r in rows], **kw)
         ax2.plot([r[0] for r in rows], [r[2] for r in rows], **kw)
-    ax.set(xlabel="guidance scale", ylabel="digits FID (lower is better)", yscale="log",
-           title="Sample quality vs guidance scale")
-    ax2.set(xlabel="guidance scale", ylabel="classifier accuracy on the requested label",
-            title="Class fidelity vs guidance scale", ylim=(0, 1.02))
-    ax.legend()
+    ax.set(xlabel=r"guidance scale $w$ or $s$", ylabel="digits FID (lower is better)",
+           yscale="log", title="Sample quality")
+    ax2.set(xlabel=r"guidance scale $w$ or $s$",
+            ylabel="classifier accuracy\non the requested label",
+            title="Class fidelity", ylim=(0, 1.02))
+    ax.legend(fontsize=9)
     run.save_figure(fig, "guidance_tradeoff")
 
 
 def _plot_grids(run, grids, config) -> None:
     for kind, scales in (("cfg", config.cfg_scales), ("cg", config.cg_scales)):
-        fig, axes = new_figure(1, len(scales), size=(2.2 * len(scales), 2.6))
-        axes = [axes] if len(scales) == 1 else list(axes)
+        ncols = min(3, len(scales))
+        nrows = -(-len(scales) // ncols)
+        fig, axes = new_figure(nrows, ncols, size=(7.0, 1.6 * nrows), squeeze=False)
+        axes = list(axes.ravel())
+        for ax in axes[len(scales):]:
+            ax.set_visible(False)
         sym = "w" if kind == "cfg" else "s"
-        for ax, scale in zip(axes, scales, strict=True):
+        for ax, scale in zip(axes, scales, strict=False):
             x = grids[(kind, scale)][:min(50, config.n_fid)]
-            H.image_grid(ax, x, 10, f"{sym} = {scale:g}")
+            H.image_grid(ax, x, 10, f"${sym}={scale:g}$")
         run.save_figure(fig, f"samples_{kind}")
 
 
@@ -179,7 +185,8 @@ def _toy(run, config) -> None:
     target = 0
     sigmas = karras_sigmas(32, 0.002, 20.0, 7.0)
     scales = (0.0, 1.0, 3.0)
-    fig, axes = new_figure(1, len(scales), size="wide", sharex=True, sharey=True)
+    fig, axes = new_figure(1, len(scales), size=(7.0, 3.0), sharex=True, sharey=True,
+                           layout="constrained")
     for ax, s in zip(axes, scales, strict=True):
         guided = classifier_guidance(den, lambda x, sg: gmm.class_log_prob(x, sg, target), s)
         gen = torch.Generator().manual_seed(config.seed)
@@ -191,6 +198,6 @@ def _toy(run, config) -> None:
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color=PALETTE[0])
         for k in range(gmm.n_components):
             ax.plot(*gmm.means[k].tolist(), "x", color=PALETTE[3] if k == target else "k")
-        ax.set(title=f"s = {s:g}: {100 * frac:.1f}% in class 0", xlabel="$x_1$")
+        ax.set(title=f"$s={s:g}$: {100 * frac:.1f}% in class 0", xlabel="$x_1$")
     axes[0].set_ylabel("$x_2$")
     run.save_figure(fig, "toy_guidance")

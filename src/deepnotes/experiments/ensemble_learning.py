@@ -167,21 +167,24 @@ def learner_curves(cfg: Config, splits, run) -> dict:
         for label, curve in c.items():
             key = label.replace(" ", "_")
             run.log_metrics({f"{name}/{key}_final_test_error": curve[-1]})
-    fig, axes = new_figure(1, 3, size="wide", layout="constrained")
+    fig, grid = new_figure(2, 2, size="column_grid", layout="constrained")
+    axes = grid.ravel()[:3]
     colours = {"random forest": PALETTE[0], "bagged trees": PALETTE[2], "AdaBoost": PALETTE[3],
                "gradient boosting": PALETTE[1]}
     for ax, name in zip(axes, DATASETS, strict=True):
         for label, curve in curves[name].items():
             base = label.removeprefix("sklearn ")
             ax.plot(steps, curve, color=colours[base], ls="--" if label.startswith("sklearn")
-                    else "-", label=label if name == "breast_cancer" or base == label else None)
+                    else "-", label=(label.replace("sklearn", "scikit-learn")
+                                     if name == "breast_cancer" or base == label else None))
         ax.set_xscale("log")
         ax.set_xlabel("number of learners")
-        ax.set_ylabel("test RMSE" if name == "diabetes" else "test error (1 - accuracy)")
-        ax.set_title(name)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Averaging (bagging, forests) vs sequential (boosting) ensembles; "
-                 "dashed: scikit-learn")
+        ax.set_ylabel("test RMSE" if name == "diabetes" else r"test error ($1-$accuracy)")
+        ax.set_title(name.replace("_", " "))
+    grid[1, 1].axis("off")
+    grid[1, 1].legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9,
+                      title="solid: ours, dashed: scikit-learn", title_fontsize=9)
+    fig.suptitle("Averaging (bagging, forests) vs sequential (boosting) ensembles")
     run.save_figure(fig, "error_vs_learners")
     return curves
 
@@ -235,27 +238,31 @@ def adaboost_weights(cfg: Config, splits, run) -> None:
     ada = AdaBoostClassifier(n_estimators=cfg.ada_rounds, random_state=cfg.seed).fit(Xtr, ytr)
     W = ada.sample_weights_  # (rounds, n)
     order = np.argsort(W[-1])
-    fig, axes = new_figure(1, 3, size="wide", layout="constrained")
+    fig, grid = new_figure(2, 2, size="column_grid", layout="constrained")
+    for ax in grid[0]:
+        ax.remove()
+    axes = (fig.add_subplot(grid[0, 0].get_gridspec()[0, :]), grid[1, 0], grid[1, 1])
     im = axes[0].imshow(np.log10(W[:, order] * W.shape[1]).T, aspect="auto", cmap="viridis",
                         origin="lower", interpolation="nearest")
-    fig.colorbar(im, ax=axes[0], label="log10(n w_i)")
-    axes[0].set_xlabel("round m")
-    axes[0].set_ylabel("training row (sorted by last weight)")
+    fig.colorbar(im, ax=axes[0], label=r"$\log_{10}(n\,w_i)$")
+    axes[0].set_xlabel(r"round $m$")
+    axes[0].set_ylabel("training row\n(sorted by last weight)")
     axes[0].set_title("sample weights")
     axes[0].grid(False)
     rounds = np.arange(1, len(ada.estimator_errors_) + 1)
-    axes[1].plot(rounds, ada.estimator_errors_, color=PALETTE[3], label="weighted error err_m")
+    axes[1].plot(rounds, ada.estimator_errors_, color=PALETTE[3],
+                 label=r"weighted error $\mathrm{err}_m$")
     axes[1].plot(rounds, ada.estimator_weights_ / ada.estimator_weights_.max(), color=PALETTE[0],
-                 label="vote alpha_m / max")
-    axes[1].set_xlabel("round m")
+                 label=r"vote $\alpha_m / \alpha_{\max}$")
+    axes[1].set_xlabel(r"round $m$")
     axes[1].set_title("error and vote per round")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9)
     ess = 1.0 / (W.shape[1] * np.sum(W**2, axis=1))
     axes[2].plot(np.arange(1, len(ess) + 1), ess, color=PALETTE[2])
-    axes[2].set_xlabel("round m")
-    axes[2].set_ylabel("effective sample size / n")
+    axes[2].set_xlabel(r"round $m$")
+    axes[2].set_ylabel(r"effective sample size / $n$")
     axes[2].set_title("weight concentration")
-    fig.suptitle("AdaBoost (SAMME, stumps) on breast_cancer")
+    fig.suptitle("AdaBoost (SAMME, stumps) on breast cancer")
     run.save_figure(fig, "adaboost_weights")
     top = np.sort(W[-1])[::-1][: max(1, W.shape[1] // 20)].sum()
     run.log_metrics({"adaboost/last_round_top5pct_weight_share": top,
@@ -316,7 +323,8 @@ def side_by_side(cfg: Config, splits, run) -> None:
                              scores[name]["random forest"]["sklearn"]})
         run.log(f"{name}: " + ", ".join(f"{k} {v['ours']:.4f} (sklearn {v['sklearn']:.4f})"
                                         for k, v in scores[name].items()))
-    fig, axes = new_figure(1, 3, size="wide", layout="constrained")
+    fig, grid = new_figure(2, 2, size="column_grid", layout="constrained")
+    axes = grid.ravel()[:3]
     for ax, name in zip(axes, DATASETS, strict=True):
         labels = list(scores[name])
         x = np.arange(len(labels))
@@ -326,10 +334,11 @@ def side_by_side(cfg: Config, splits, run) -> None:
         ax.bar(x + 0.2, ref, width=0.4, color=PALETTE[1], label="scikit-learn")
         lo = min(ours + ref)
         ax.set_ylim(max(0.0, lo - 0.1 * (1 - lo) - 0.02), min(1.0, max(ours + ref) + 0.02))
-        ax.set_xticks(x, labels, rotation=20, fontsize=8)
-        ax.set_ylabel("test R$^2$" if name == "diabetes" else "test accuracy")
-        ax.set_title(name)
-    axes[0].legend(fontsize=8)
+        ax.set_xticks(x, labels, rotation=20, fontsize=9)
+        ax.set_ylabel("test $R^2$" if name == "diabetes" else "test accuracy")
+        ax.set_title(name.replace("_", " "))
+    grid[1, 1].axis("off")
+    grid[1, 1].legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9)
     fig.suptitle(f"Base learners and their stack ({cfg.stack_cv}-fold out-of-fold "
                  "meta-features)")
     run.save_figure(fig, "stacking")

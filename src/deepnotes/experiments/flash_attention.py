@@ -357,7 +357,8 @@ def tiles_figure(cfg: Config):
     lq, lk = cfg.diagram_seq_q, cfg.diagram_seq_k
     full = tile_kinds(lq, lk, bq, bk, causal=False).numpy()
     causal = tile_kinds(lq, lk, bq, bk, causal=True).numpy()
-    fig, axes = new_figure(1, 3, size=(10.0, 3.6), constrained_layout=True)
+    fig, grid = new_figure(2, 2, size="column_grid", constrained_layout=True)
+    axes = (grid[0, 0], grid[0, 1], grid[1, 0])
     _draw_tiles(axes[0], full, "forward, no mask: one program\nper query block walks its row")
     for i in range(full.shape[0]):
         _arrow(axes[0], (-0.35, i), (full.shape[1] - 0.65, i), "white")
@@ -380,9 +381,10 @@ def tiles_figure(cfg: Config):
                Patch(color=_KIND_COLOURS[TILE_MASKED], label="computed with the causal mask"),
                Patch(facecolor=_KIND_COLOURS[TILE_SKIPPED], edgecolor="0.6",
                      label="never loaded (early exit)")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9,
-               bbox_to_anchor=(0.5, -0.1))
-    fig.suptitle(f"Tiles of {bq}x{bk}: $L={lq}$ queries, $S={lk}$ keys", fontsize=11)
+    grid[1, 1].axis("off")
+    grid[1, 1].legend(handles=handles, loc="center", fontsize=9,
+                      title=rf"tiles of ${bq}\times{bk}$: $L={lq}$ queries, $S={lk}$ keys",
+                      title_fontsize=9)
     return fig
 
 
@@ -401,7 +403,7 @@ def _plot_floored(ax, x, values, colour, label):
 
 
 def memory_figure(cfg: Config, mem: dict[str, dict[str, list[float]]]):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(10.0, 4.2), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(2, 1, size=(7.0, 6.4), constrained_layout=True)
     lens = np.asarray(cfg.seq_lens, dtype=float)
     score = lens**2 * 4 / 2**20  # one float32 L x L matrix, MiB
     out_mib = lens * cfg.head_dim * 4 / 2**20  # one float32 L x d matrix
@@ -419,9 +421,9 @@ def memory_figure(cfg: Config, mem: dict[str, dict[str, list[float]]]):
                ylim=(MEMORY_FLOOR_MIB * 0.5, None))
         ax.set_xticks(lens, [str(int(n)) for n in lens])
         ax.minorticks_off()
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax1.text(lens[-1], MEMORY_FLOOR_MIB * 0.6, "hollow: below probe resolution", ha="right",
-             fontsize=8, color="0.3")
+             fontsize=9, color="0.3")
     return fig
 
 
@@ -463,7 +465,7 @@ def roofline_figure(gpu_rows: list[dict]):
         ax.plot([], [], "o", color=PALETTE[4], label="SDPA cuDNN backend, forward")[0],
         ax.plot([], [], "o", color=PALETTE[3], label="naive attention, forward")[0],
         ax.plot([], [], "o", color="0.4", mfc="none",
-                label="hollow: causal; circle d=64, square d=128")[0],
+                label=r"hollow: causal; circle $d=64$, square $d=128$")[0],
     ]
     if gpu_rows:
         handles.append(ax.plot([], [], "*", color=PALETTE[0], ms=9,

@@ -90,6 +90,14 @@ def _stationary_reward(env, policy) -> float:
     return float(d @ env.R[np.arange(env.n_states), policy])
 
 
+def _feature_label(kind: str, order: int, dim: int) -> str:
+    """Legend text for a linear-feature policy (``kind``/``order`` as in ``make_features``)."""
+    words = {"tile": f"tile coding, {order} tiles per axis",
+             "fourier": f"Fourier basis, order {order}",
+             "polynomial": f"polynomial, degree {order}"}.get(kind, f"{kind} {order}")
+    return rf"{words} ($d={dim}$)"
+
+
 def run(config: Config) -> Result:
     with start_run(__name__, config) as run:
         torch.set_num_threads(1)
@@ -104,7 +112,7 @@ def run(config: Config) -> Result:
         run.log_metrics({"optimum/v_bar": vbar_star, "optimum/r_bar": rbar_star})
 
         # --- REINFORCE, tabular and linear features ---------------------------------------------
-        v_curves, x_curves, panels = {}, {}, [("exact v*, π*", exact.v, exact.policy)]
+        v_curves, x_curves, panels = {}, {}, [(r"exact $v^*$, $\pi^*$", exact.v, exact.policy)]
         snapshots: list[tuple[int, np.ndarray]] = [(0, np.zeros((S, env.n_actions)))]
         tabular_run = None
         for j, spec in enumerate(run.track(config.features, "REINFORCE")):
@@ -119,13 +127,13 @@ def run(config: Config) -> Result:
                     batch=config.batch, baseline_decay=config.baseline_decay, eval_every=every,
                     callback=keep))
             gaps = [vbar_star - r.history["v_bar"][-1] for r in results]
-            name = "tabular" if kind == "one_hot" else f"{kind} {order} (d = {phi.shape[1]})"
+            name = "tabular" if kind == "one_hot" else _feature_label(kind, order, phi.shape[1])
             group = "reinforce" if j == 0 else f"reinforce_{kind}{order}"
             v_curves[name] = [r.history["v_bar"] for r in results]
             x_curves[name] = results[0].history["iteration"]
             best = results[int(np.argmin(gaps))]
-            panels.append((f"{name}: gap {min(gaps):.3f}", evaluate_policy(env, best.policy),
-                           best.policy.argmax(axis=1)))
+            title = name.replace(", ", ",\n") + f"\ngap {min(gaps):.3f}"
+            panels.append((title, evaluate_policy(env, best.policy), best.policy.argmax(axis=1)))
             run.log_metrics({f"{group}/v_bar_gap": float(np.median(gaps)),
                              f"{group}/v_bar_gap_max": float(np.max(gaps)),
                              f"{group}/r_bar": float(np.median([r.history["r_bar"][-1]
@@ -141,8 +149,8 @@ def run(config: Config) -> Result:
                         alpha=0.7, label=name if i == 0 else None)
         ax.set_yscale("log")
         ax.set_xlabel(f"updates ({config.batch} episodes of {config.episode_length} steps)")
-        ax.set_ylabel("v̄* − v̄ (exact, one line per seed)")
-        ax.legend(fontsize=8)
+        ax.set_ylabel(r"$\bar v^* - \bar v$ (exact, one line per seed)")
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
         run.save_figure(fig, "v_bar_curves")
         run.save_figure(values_figure(env, panels[:4]), "policies")
 
@@ -160,8 +168,10 @@ def run(config: Config) -> Result:
                 var[label].append(float(g.var(axis=0).sum()))
             at.append(it)
         fig, ax = new_figure()
-        curves(ax, at, var, xlabel="updates of the tabular run", ylabel="tr Cov[ĝ] (Eq. 6)",
-               log=True)
+        shown = {"no baseline": "no baseline", "constant b = v̄": r"constant baseline $b=\bar v$",
+                 "b(s) = v_π(s)": r"per-state baseline $b(s)=v_\pi(s)$"}
+        curves(ax, at, {shown[k]: v for k, v in var.items()}, xlabel="updates of the tabular run",
+               ylabel=r"$\mathrm{tr}\,\mathrm{Cov}[\hat g]$ (Eq. 6)", log=True)
         for line in ax.lines:
             line.set_marker("o")
         run.save_figure(fig, "gradient_variance")
@@ -186,19 +196,20 @@ def run(config: Config) -> Result:
             "average_reward/r_hat_error": float(np.median([abs(r.history["r_hat"][-1] - rb)
                                                            for r, rb in zip(ars, r_final,
                                                                             strict=True)]))})
-        fig, axes = new_figure(1, 2, size="wide")
+        fig, axes = new_figure(2, 1, size="column_grid", sharex=True)
         xs = {"average-reward learner (Eq. 8)": np.array(ars[0].history["iteration"]) * ar_steps,
-              "REINFORCE on v̄, tabular": np.array(tabular_run.history["iteration"])
+              r"REINFORCE on $\bar v$, tabular": np.array(tabular_run.history["iteration"])
               * steps_per_update}
         for ax, key, star in ((axes[0], "r_bar", rbar_star), (axes[1], "v_bar", vbar_star)):
             ys = {"average-reward learner (Eq. 8)": np.median([r.history[key] for r in ars],
                                                               axis=0),
-                  "REINFORCE on v̄, tabular": tabular_run.history[key]}
-            curves(ax, xs, ys, xlabel="environment steps",
-                   ylabel=f"exact {'r̄' if key == 'r_bar' else 'v̄'} of the policy")
+                  r"REINFORCE on $\bar v$, tabular": tabular_run.history[key]}
+            curves(ax, xs, ys, xlabel="environment steps" if key == "v_bar" else "",
+                   ylabel=r"exact $\bar r$ of the policy" if key == "r_bar"
+                   else r"exact $\bar v$ of the policy")
             ax.axhline(star, color=PALETTE[7], ls="--", lw=1, label="optimum")
             ax.set_xscale("log")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=9)
         run.save_figure(fig, "average_reward")
 
         # --- is the greedy policy optimal in every state? ---------------------------------------

@@ -99,7 +99,7 @@ def _deque_members(x: np.ndarray, k: int, i: int) -> np.ndarray:
 def _plot_throughput(run, config: Config, table: dict) -> None:
     from deepnotes.core.plotting import PALETTE, new_figure
 
-    fig, ax = new_figure()
+    fig, ax = new_figure(size="column_tall")
     labels = {"vhgw": "vHGW (ours, numba)", "deque": "monotonic deque (ours, numba)",
               "scipy": "scipy maximum_filter1d", "numpy": "NumPy sliding_window_view.max"}
     for colour, method in zip(PALETTE, METHODS, strict=False):
@@ -107,10 +107,11 @@ def _plot_throughput(run, config: Config, table: dict) -> None:
         ax.plot(config.ks, ys, marker="o", color=colour, label=labels[method])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("window length k")
+    ax.set_xlabel(r"window length $k$")
     ax.set_ylabel("throughput (million samples / s)")
-    ax.set_title(f"Sliding-window max, n = {config.n:,} float64")
-    ax.legend(loc="best", fontsize=8)
+    n_tex = f"{config.n:,}".replace(",", "{,}")
+    ax.set_title(rf"Sliding-window max, $n={n_tex}$ float64 samples")
+    ax.legend(loc="best", fontsize=9)
     run.save_figure(fig, "throughput_vs_k")
 
 
@@ -127,21 +128,21 @@ def _plot_illustration(run, config: Config) -> None:
     step = int(ends[np.argmax(sizes[k - 1:])])  # the window with the longest deque
     members = _deque_members(x, k, step)
 
-    fig, (ax, ax2) = new_figure(2, 1, size="wide", sharex=True,
+    fig, (ax, ax2) = new_figure(2, 1, size="column_tall", sharex=True,
                                 gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot(t, x, color=PALETTE[0], marker=".", lw=1, label="signal x")
+    ax.plot(t, x, color=PALETTE[0], marker=".", lw=1, label=r"signal $x_t$")
     ax.step(ends, wmax, where="post", color=PALETTE[3], lw=1.8,
-            label=f"max of the last k = {k} samples")
+            label=rf"max of the last $k={k}$ samples")
     ax.axvspan(step - k + 0.5, step + 0.5, color=PALETTE[1], alpha=0.15,
-               label=f"window ending at t = {step}")
+               label=rf"window ending at $t={step}$")
     ax.scatter(members, x[members], s=70, facecolors="none", edgecolors=PALETTE[2], lw=2,
                zorder=3, label="deque contents (front = window max)")
     ax.set_ylabel("value")
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("Monotonic deque: the candidates are the decreasing 'record' samples")
+    ax.legend(loc="best", fontsize=9)
+    ax.set_title("Monotonic deque: candidates are the decreasing 'record' samples")
     ax2.bar(t, sizes, color=PALETTE[2], width=0.8)
     ax2.set_ylabel("deque size")
-    ax2.set_xlabel("time step t")
+    ax2.set_xlabel(r"time step $t$")
     run.save_figure(fig, "deque_illustration")
 
 
