@@ -186,7 +186,8 @@ def fit_vi(cfg: Config, run) -> None:
     figure are closed-form and stay on the CPU."""
     dev = run.device
     n_e, n_k = len(cfg.vi_energies), len(cfg.vi_layers)
-    fig, axes = new_figure(n_e, n_k + 1, size=(2.6 * (n_k + 1), 2.6 * n_e), squeeze=False)
+    side = 7.0 / (n_k + 1)  # column width shared by the panels
+    fig, axes = new_figure(n_e, n_k + 1, size=(7.0, (side + 0.3) * n_e), squeeze=False)
     c = np.linspace(-VI_WINDOW, VI_WINDOW, cfg.grid)
     grid = torch.from_numpy(np.stack(np.meshgrid(c, c), -1).reshape(-1, 2))  # (G², 2) float64
     extent = (-VI_WINDOW, VI_WINDOW, -VI_WINDOW, VI_WINDOW)
@@ -196,7 +197,7 @@ def fit_vi(cfg: Config, run) -> None:
         run.log_metrics({f"vi/{name}_neg_log_z_nats": -log_z})
         truth = torch.exp(-energy(grid) - log_z).reshape(cfg.grid, cfg.grid)
         axes[row, 0].imshow(truth.numpy(), origin="lower", extent=extent, cmap="viridis")
-        _vi_title(axes[row, 0], f"{name}: exp(-U)/Z")
+        _vi_title(axes[row, 0], rf"{name}: $e^{{-U}}/Z$")
         for col, k in enumerate(cfg.vi_layers):
             seed = int(run.rng.integers(2**31))
             gen = torch.Generator().manual_seed(seed)
@@ -218,14 +219,15 @@ def fit_vi(cfg: Config, run) -> None:
             run.log(f"planar K={k} on {name}: KL(q || p) = {kl:.3f} nats")
             axes[row, col + 1].imshow(dens.numpy(), origin="lower", extent=extent,
                                       cmap="viridis")
-            _vi_title(axes[row, col + 1], f"K = {k}: KL {kl:.2f}")
+            _vi_title(axes[row, col + 1], rf"$K = {k}$: KL ${kl:.2f}$")
+    fig.tight_layout()
     run.save_figure(fig, "vi_densities")
 
 
 def _vi_title(ax, title: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
 
 
 def interpolations(model, x_a: torch.Tensor, x_b: torch.Tensor, n_steps: int) -> np.ndarray:
@@ -249,9 +251,11 @@ def run(config: Config) -> Result:
         torch.set_num_threads(config.threads)
         cfg = config
         n_t, n_m = len(cfg.toys), len(cfg.models)
-        fig_d, ax_d = new_figure(n_t, n_m + 1, size=(2.8 * (n_m + 1), 2.8 * n_t), squeeze=False)
-        fig_s, ax_s = new_figure(n_t, n_m, size=(2.8 * n_m, 2.8 * n_t), squeeze=False)
-        fig_g, ax_g = new_figure(1, n_m, size=(2.8 * n_m, 3.0), squeeze=False)
+        # column width (7 in) shared by the panels; side = one square panel
+        side_d, side_s = 7.0 / (n_m + 1), 7.0 / n_m
+        fig_d, ax_d = new_figure(n_t, n_m + 1, size=(7.0, (side_d + 0.3) * n_t), squeeze=False)
+        fig_s, ax_s = new_figure(n_t, n_m, size=(7.0, (side_s + 0.5) * n_t), squeeze=False)
+        fig_g, ax_g = new_figure(1, n_m, size=(7.0, side_s + 0.5), squeeze=False)
         kls = {m: [] for m in cfg.models}
         for row, toy_name in enumerate(cfg.toys):
             toy = get_toy(toy_name)
@@ -276,10 +280,15 @@ def run(config: Config) -> Result:
                 run.log(f"{LABELS[name]} on {toy_name}: test NLL {m['test_nll_nats']:.3f} "
                         f"(true {m['true_nll_nats']:.3f}), {step_ms:.2f} ms/step")
                 plot_density(ax_d[row, col + 1], toy, model, cfg.grid, LABELS[name])
-                plot_samples(ax_s[row, col], toy, model, f"{LABELS[name]} on {toy_name}")
+                plot_samples(ax_s[row, col], toy, model, f"{LABELS[name]}\non {toy_name}")
                 if row == 0:
-                    deformed_grid(ax_g[0, col], toy, model, title=f"{LABELS[name]}: grid -> z")
+                    deformed_grid(ax_g[0, col], toy, model,
+                                  title=rf"{LABELS[name]}: grid $x \to z$")
         run.log_metrics({f"toys/{m}_mean_kl_nats": float(np.mean(v)) for m, v in kls.items()})
+        for f in (fig_d, fig_s, fig_g):
+            for a in f.axes:
+                a.title.set_fontsize(10)
+            f.tight_layout()
         run.save_figure(fig_d, "toy_densities")
         run.save_figure(fig_s, "toy_samples")
         run.save_figure(fig_g, "deformed_grids")
@@ -309,19 +318,22 @@ def run(config: Config) -> Result:
             interps[name] = interpolations(model, x_a, x_b, 9)
         run.log_metrics({"digits/uniform_bits_per_dim": math.log2(N_LEVELS)})
 
-        fig, axes = new_figure(1, 1 + len(results), size=(2.6 * (1 + len(results)), 3.0),
-                               squeeze=False)
-        digits_mosaic(axes[0, 0], x_show[:64], "test digits")
+        fig, axes = new_figure(1, 1 + len(results),
+                               size=(7.0, 7.0 / (1 + len(results)) + 0.8), squeeze=False)
+        digits_mosaic(axes[0, 0], x_show[:64], "test\ndigits")
         for ax, name in zip(axes[0, 1:], results, strict=True):
-            digits_mosaic(ax, samples[name], f"{LABELS[name]} samples")
+            digits_mosaic(ax, samples[name], f"{LABELS[name]}\nsamples")
+        for a in fig.axes:
+            a.title.set_fontsize(10)
+        fig.tight_layout()
         run.save_figure(fig, "digits_samples")
 
-        fig, ax = new_figure()
+        fig, ax = new_figure(size="column_tall")
         for i, (name, res) in enumerate(results.items()):
             ep, bpd = zip(*res["curve"], strict=True)
             ax.plot(ep, bpd, marker="o", color=PALETTE[i], label=LABELS[name])
         ax.axhline(math.log2(N_LEVELS), color=PALETTE[7], ls="--", lw=1,
-                   label="uniform model, log2 17")
+                   label=r"uniform model, $\log_2 17$")
         ax.set(xlabel="epoch", ylabel="test bits/dim", title="Flows on dequantised digits")
         ax.legend()
         run.save_figure(fig, "digits_curves")
@@ -329,6 +341,6 @@ def run(config: Config) -> Result:
         fig, axes = new_figure(len(interps), 1, size=(6.0, 0.9 * cfg.interp_pairs * len(interps)),
                                squeeze=False)
         for ax, (name, imgs) in zip(axes[:, 0], interps.items(), strict=True):
-            digits_mosaic(ax, imgs, f"{LABELS[name]}: decoded (1 - t) z_a + t z_b", cols=9)
+            digits_mosaic(ax, imgs, rf"{LABELS[name]}: decoded $(1-t)\,z_a + t\,z_b$", cols=9)
         run.save_figure(fig, "digits_interpolation")
     return run.result

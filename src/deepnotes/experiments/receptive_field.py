@@ -164,7 +164,7 @@ def _slope(x, y) -> float:
 
 
 def _resnet_figure(g, field, unit, mom, cfg):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.3), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", constrained_layout=True)
     im = ax1.imshow(g.numpy() / g.max().item(), cmap="viridis")
     lo, hi = field.span(unit[0])
     ax1.add_patch(Rectangle((lo - 0.5, lo - 0.5), field.size, field.size, fill=False,
@@ -174,9 +174,9 @@ def _resnet_figure(g, field, unit, mom, cfg):
                             2 * r + 1, 2 * r + 1, fill=False, ec=PALETTE[3], lw=1.2, ls="--",
                             label="95% of gradient mass"))
     ax1.set(xlim=(-0.5, cfg.input_size - 0.5), ylim=(cfg.input_size - 0.5, -0.5),
-            title="mean |input gradient| of the centre unit")
+            title=r"mean $|\partial y_{\mathrm{centre}} / \partial x|$")
     ax1.grid(False)
-    ax1.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, -0.32), ncol=1)
+    ax1.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
     fig.colorbar(im, ax=ax1, shrink=0.8)
     profile = g.sum(1).numpy()
     x = np.arange(len(profile))
@@ -186,24 +186,26 @@ def _resnet_figure(g, field, unit, mom, cfg):
     ax2.plot(x, gauss, color=PALETTE[3], ls="--", label="Gaussian, same mean and std")
     ax2.axvspan(lo, hi, color=PALETTE[1], alpha=0.15, label="theoretical field")
     ax2.set(xlabel="input row", ylabel="share of gradient mass", title="profile")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     return fig
 
 
 def _depth_figure(rows):
-    fig, ax = new_figure(1, 1, size=(6.0, 3.6))
+    fig, ax = new_figure(1, 1, size="column_tall")
     depths = np.array(sorted({r["depth"] for r in rows}))
     ax.plot(depths, 2 * depths + 1, "o-", color=PALETTE[1], label="theoretical size $2n+1$")
     for relu, color in ((False, PALETTE[0]), (True, PALETTE[2])):
         std = [r["std"] for r in rows if r["relu"] == relu]
-        ax.plot(depths, std, "s-", color=color,
+        # the two curves nearly coincide: draw linear as large open squares, ReLU small filled
+        style = dict(ms=5) if relu else dict(ms=10, mfc="none", mew=1.5)
+        ax.plot(depths, std, "s-", color=color, **style,
                 label=f"effective field std ({'ReLU' if relu else 'linear'})")
     last = [r["std"] for r in rows if not r["relu"]][-1]
     ref = [last * math.sqrt(d / depths[-1]) for d in depths]
     ax.plot(depths, ref, ":", color="gray", label=r"$\propto\sqrt{n}$")
-    ax.set(xscale="log", yscale="log", xlabel="number of 3×3 conv layers $n$",
+    ax.set(xscale="log", yscale="log", xlabel=r"number of $3\times3$ conv layers $n$",
            ylabel="pixels")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return fig
 
 

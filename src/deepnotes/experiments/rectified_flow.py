@@ -210,7 +210,7 @@ def run(config: Config) -> Result:
 
 
 def _quality_figure(run, curves, nfes, floor, metrics) -> None:
-    fig, ax = new_figure(size="single")
+    fig, ax = new_figure(size="column_tall")
     for i, (name, reps) in enumerate(curves.items()):
         arr = np.asarray(reps)
         mean = arr.mean(0)
@@ -223,21 +223,22 @@ def _quality_figure(run, curves, nfes, floor, metrics) -> None:
         ax.plot([1], [metrics["gmm/sw_distilled_1step"]], "*", ms=11, color=PALETTE[3],
                 label="2-RF distilled (1 step)")
     ax.axhline(floor, color=PALETTE[7], lw=1, ls=":", label="data vs data (floor)")
-    ax.set(xscale="log", yscale="log", xlabel="Euler steps (NFE)", ylabel="sliced W₂ to data",
-           title="Rectified flow on 8 Gaussians (mean ± sd over replicates)")
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="Euler steps (NFE)",
+           ylabel=r"sliced $W_2$ to data",
+           title=r"Rectified flow on 8 Gaussians (mean $\pm$ sd over replicates)")
+    ax.legend(fontsize=9)
     run.save_figure(fig, "quality_vs_nfe")
 
 
 def _trajectory_figure(run, models, exact_v, data, config, metrics) -> None:
     noise = _noise(config.n_paths, config.seed + 3)
-    fig, axes = new_figure(2, 3, size=(12, 8.2))
+    fig, axes = new_figure(2, 3, size=(7.0, 6.4))
     d = data.numpy()
     panels = (("exact 1-RF", exact_v, metrics["gmm/straightness_exact_1rf"]),
               ("learned 1-RF", models["1rf"], metrics["gmm/straightness_1rf"]),
               ("learned 2-RF (reflow)", models["2rf"], metrics["gmm/straightness_2rf"]))
     for ax, (name, v, s) in zip(axes[0], panels, strict=True):
-        _draw_paths(ax, v, noise, d, f"{name}: S = {s:.3f}")
+        _draw_paths(ax, v, noise, d, f"{name}\n$S = {s:.3f}$")
     one = _noise(min(3000, data.shape[0]), config.seed + 4)
     rows = [("1-RF, 1 step", models["1rf"]), ("2-RF, 1 step", models["2rf"])]
     if models["distilled"] is not None:
@@ -247,16 +248,19 @@ def _trajectory_figure(run, models, exact_v, data, config, metrics) -> None:
     for i, (ax, (name, v)) in enumerate(zip(axes[1], rows, strict=True)):
         x = sample_rf_euler(v or models["2rf"], one, _ts(1 if v is not None else 2))
         scatter(ax, d, BOUNDS, "", color=PALETTE[7])
-        scatter(ax, x.numpy(), BOUNDS, f"{name}: SW {sw(x, data[:x.shape[0]]):.3f}",
-                color=PALETTE[i])
-    fig.suptitle("Paths from the same noise (Euler, 50 steps; S = straightness, Eq. 6) and "
-                 "one-step samples over data (grey)")
+        scatter(ax, x.numpy(), BOUNDS,
+                f"{name}\nsliced $W_2 = {sw(x, data[:x.shape[0]]):.3f}$", color=PALETTE[i])
+    for ax in axes.flat:
+        ax.title.set_fontsize(10)
+    fig.suptitle("Top: paths from the same noise (Euler, 50 steps; $S$ = straightness, Eq. 6)."
+                 "\nBottom: one-step samples over the data (grey).", fontsize=10)
+    fig.tight_layout(h_pad=2.0)
     run.save_figure(fig, "trajectories")
 
 
 def _extra_toys(run, config: Config) -> None:
     names = config.extra_toys
-    fig, axes = new_figure(len(names), 4, size=(13, 3.4 * len(names)), squeeze=False)
+    fig, axes = new_figure(len(names), 4, size=(7.0, 2.3 * len(names)), squeeze=False)
     noise = _noise(config.n_paths, config.seed + 5)
     for r, name in enumerate(names):
         toy, draw = toy_batches(name, run.rng)
@@ -275,11 +279,15 @@ def _extra_toys(run, config: Config) -> None:
             label = "1-RF" if key == "1rf" else "2-RF"
             traj = _paths(models[key], noise, 50)
             ax = axes[r, 2 * c]
-            scatter(ax, data.numpy(), bounds, f"{name}: {label} paths", color=PALETTE[7])
+            scatter(ax, data.numpy(), bounds, f"{name}\n{label} paths", color=PALETTE[7])
             for j in range(traj.shape[1]):
                 ax.plot(traj[:, j, 0], traj[:, j, 1], lw=0.8, color=PALETTE[j % 6])
             scatter(axes[r, 2 * c + 1], x1.numpy(), bounds,
-                    f"{label}, 1 step: SW {run.metrics[f'{group}/sw_{key}_1step']:.3f}",
+                    f"{label}, 1 step\nsliced $W_2 = "
+                    f"{run.metrics[f'{group}/sw_{key}_1step']:.3f}$",
                     color=PALETTE[c])
         run.log_metrics({f"{group}/sw_data_floor": sw_floor(draw, config.n_eval)})
+    for ax in axes.flat:
+        ax.title.set_fontsize(10)
+    fig.tight_layout()
     run.save_figure(fig, "toys")

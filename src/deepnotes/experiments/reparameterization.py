@@ -191,8 +191,13 @@ def simplex_figure(cfg: Config, run):
     p = torch.softmax(theta, 0).numpy()
     corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
     g = _torch_gen(run)
-    fig, axes = new_figure(1, len(cfg.simplex_taus), size=(3.2 * len(cfg.simplex_taus), 3.2))
-    axes = np.atleast_1d(axes)
+    n = len(cfg.simplex_taus)
+    rows = 2 if n > 2 else 1
+    cols = math.ceil(n / rows)
+    fig, axes = new_figure(rows, cols, size="column_grid" if rows == 2 else "column")
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
     for ax, tau in zip(axes, cfg.simplex_taus, strict=True):
         y = gumbel_softmax(theta, tau, n_samples=cfg.simplex_points, generator=g).numpy()
         xy = y @ corners  # barycentric -> plane
@@ -200,15 +205,17 @@ def simplex_figure(cfg: Config, run):
         ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.4, color=PALETTE[0], lw=0)
         m = y.mean(0) @ corners
         ax.scatter(*m, marker="x", s=60, color=PALETTE[3], label="mean sample")
-        ax.scatter(*(p @ corners), marker="+", s=80, color=PALETTE[2], label="softmax(θ)")
-        for c, name in zip(corners, ("k = 1", "k = 2", "k = 3"), strict=True):
+        ax.scatter(*(p @ corners), marker="+", s=80, color=PALETTE[2],
+                   label=r"$\mathrm{softmax}(\theta)$")
+        for c, name in zip(corners, ("$k=1$", "$k=2$", "$k=3$"), strict=True):
             ax.annotate(name, c, textcoords="offset points", xytext=(0, 4 if c[1] else -12),
-                        ha="center", fontsize=8)
-        ax.set_title(f"τ = {tau:g}", pad=14)
+                        ha="center", fontsize=9)
+        ax.set_title(rf"$\tau = {tau:g}$", pad=14)
         ax.set_aspect("equal")
         ax.axis("off")
-    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0].legend(loc="upper left", fontsize=9)
     fig.suptitle("Gumbel-softmax samples of a 3-class categorical on the simplex")
+    fig.tight_layout()
     return fig
 
 
@@ -278,16 +285,19 @@ def run(config: Config) -> Result:
         # ---- 1. variance versus number of samples --------------------------------------------
         var = gradient_variance(cfg, run)
         s = np.array(cfg.sample_sizes)
-        fig, axes = new_figure(1, 2, size="wide")
+        fig, axes = new_figure(1, 2, size="column_tall")
         names = ("pathwise", "score function", "score function + LOO baseline")
-        for p, (ax, wrt) in enumerate(zip(axes, ("μ", "σ"), strict=True)):
+        for p, (ax, wrt) in enumerate(zip(axes, (r"\mu", r"\sigma"), strict=True)):
             for i, name in enumerate(names):
                 ax.loglog(s, var[name][p], marker="o", color=PALETTE[i], label=name)
             ref = var["pathwise"][p][0] * s[0] / s
-            ax.loglog(s, ref, ls="--", lw=1, color=PALETTE[7], label="∝ 1/S")
-            ax.set(xlabel="samples S per estimate", ylabel=f"tr Cov of ∇_{wrt} estimate",
-                   title=f"gradient w.r.t. {wrt}, f(z) = Σ z², D = {cfg.gauss_dim}")
-        axes[0].legend()
+            ax.loglog(s, ref, ls="--", lw=1, color=PALETTE[7], label=r"$\propto 1/S$")
+            ax.set(xlabel=r"samples $S$ per estimate",
+                   ylabel=rf"$\mathrm{{tr}}\,\mathrm{{Cov}}[\hat\nabla_{{{wrt}}}]$",
+                   title=rf"gradient w.r.t. ${wrt}$")
+        fig.suptitle(rf"$f(z) = \sum_i z_i^2$, $D = {cfg.gauss_dim}$")
+        axes[0].legend(loc="lower left", fontsize=9)
+        fig.tight_layout()
         run.save_figure(fig, "gradient_variance")
         per_sample = {n: var[n] * s for n in names}  # S · Var(mean) = per-sample variance
         j = len(s) - 1
@@ -306,24 +316,26 @@ def run(config: Config) -> Result:
 
         # ---- 2. Gumbel-softmax temperature sweep ---------------------------------------------
         sweep = temperature_sweep(cfg, run)
-        fig, axes = new_figure(1, 2, size="wide")
+        fig, axes = new_figure(1, 2, size="column_tall")
         for p, (ax, what) in enumerate(zip(axes, ("bias2", "var"), strict=True)):
             for i, name in enumerate(("relaxed", "straight-through")):
                 ax.loglog(sweep["tau"], sweep[f"{name} {what}"], marker="o", color=PALETTE[i],
                           label=f"Gumbel-softmax, {name}")
                 if what == "bias2":
                     ax.loglog(sweep["tau"], sweep[f"{name} floor"], ls=":", color=PALETTE[i],
-                              lw=1, label=f"{name}: Monte Carlo floor tr Cov / n")
+                              lw=1, label=f"{name}: Monte Carlo noise floor")
             for i, name in enumerate(("score function", "score function + LOO"), start=2):
                 if what == "var":
                     ax.axhline(float(sweep[f"{name} var"]), ls="--", color=PALETTE[i],
                                label=name)
-            ax.set(xlabel="temperature τ", ylabel=("squared bias ‖E ĝ − ∇‖²" if p == 0
-                                                   else "per-sample variance tr Cov ĝ"),
+            ax.set(xlabel=r"temperature $\tau$",
+                   ylabel=(r"squared bias $\|\mathbb{E}\,\hat g - \nabla\|^2$" if p == 0
+                           else r"per-sample variance $\mathrm{tr}\,\mathrm{Cov}\,\hat g$"),
                    title=("bias of the relaxed gradient" if p == 0
                           else "variance of one-sample gradients"))
         axes[0].legend(fontsize=8)
         axes[1].legend(fontsize=8)
+        fig.tight_layout()
         run.save_figure(fig, "gumbel_temperature")
         for name in ("relaxed", "straight-through"):
             key = name.replace("-", "_")
@@ -361,14 +373,15 @@ def run(config: Config) -> Result:
                          "vae/test_neg_iwae_nats": run.metrics[f"vae/{first}_test_neg_iwae_nats"],
                          "vae/capacity_nats": cfg.vae_latents * math.log(cfg.vae_classes)})
 
-        fig, ax = new_figure()
+        fig, ax = new_figure(size="column_tall")
         for i, est in enumerate(cfg.estimators):
             ep, test, train = zip(*curves[est], strict=True)
             ax.plot(ep, test, marker="o", ms=3, color=PALETTE[i], label=f"{LABELS[est]}, test")
             ax.plot(ep, train, ls="--", color=PALETTE[i], lw=1, label=f"{LABELS[est]}, train")
         ax.axhline(indep, color=PALETTE[7], ls=":", lw=1, label="independent pixels, test NLL")
         ax.set(xlabel="epoch", ylabel="negative ELBO (nats per image)",
-               title=f"{cfg.vae_latents}×{cfg.vae_classes} categorical VAE, binarised digits")
+               title=rf"${cfg.vae_latents}\times{cfg.vae_classes}$ categorical VAE, "
+                     "binarised digits")
         lo = min(min(c[1] for c in curves[e]) for e in cfg.estimators)
         ax.set_ylim(lo - 2, lo + 25)
         ax.legend()
@@ -376,17 +389,17 @@ def run(config: Config) -> Result:
 
         x_show = x_test[:32]
         n_est = len(cfg.estimators)
-        fig, axes = new_figure(1, 1 + n_est, size=(3.3 * (1 + n_est), 2.4))
+        fig, axes = new_figure(1, 1 + n_est, size=(7.0, 2.6))
         digits_mosaic(axes[0], x_show.cpu().numpy(), "test digits")
         for ax, est in zip(axes[1:], cfg.estimators, strict=True):
             digits_mosaic(ax, models[est].reconstruct(x_show).cpu().numpy(), LABELS[est])
-        fig.suptitle("reconstructions: pixel probabilities p(x | z) at the mode of q(z | x)")
+        fig.suptitle(r"reconstructions: $p(x\mid z)$ at the mode of $q(z\mid x)$")
         run.save_figure(fig, "vae_reconstructions")
 
-        fig, axes = new_figure(1, n_est, size=(3.3 * n_est, 2.4), squeeze=False)
+        fig, axes = new_figure(1, n_est, size=(7.0, 2.8), squeeze=False)
         for ax, est in zip(axes[0], cfg.estimators, strict=True):
             probs = models[est].sample(32, generator=torch.Generator(dev).manual_seed(cfg.seed))
             digits_mosaic(ax, probs.cpu().numpy(), LABELS[est])
-        fig.suptitle("samples: pixel probabilities p(x | z) for z drawn from the uniform prior")
+        fig.suptitle(r"samples: pixel probabilities $p(x\mid z)$, $z$ from the uniform prior")
         run.save_figure(fig, "vae_samples")
     return run.result
