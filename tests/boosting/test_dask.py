@@ -1,9 +1,9 @@
 """deepnotes.boosting.dask on a LocalCluster of 2 worker processes (1 thread each): the trees equal
 the single-machine model's on the same data and bins; the workers exchange exactly the
 histograms depth-wise growth needs (one allreduce per level, both allreduce schemes summing
-bit-identically) and the shards never leave their workers; a worker killed mid-fit yields the
-same model (a refit on blocks Dask recomputes from lineage) or a clear error, never a different
-model."""
+bit-identically); rows of X never leave their workers (an uneven placement moves binned
+blocks); a worker killed mid-fit yields the same model (a refit on blocks Dask recomputes from
+lineage) or a clear error, never a different model."""
 
 import importlib
 import os
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 importlib.import_module("distributed")
+dask = importlib.import_module("dask")
 da = importlib.import_module("dask.array")
 from dask.utils import key_split  # noqa: E402
 from distributed import Client, LocalCluster, futures_of, wait  # noqa: E402
@@ -145,14 +146,22 @@ def test_levels_exchange_only_histograms_and_shards_stay_put(client, monkeypatch
     ranks = model.fit_profile_["ranks"]
     assert len(ranks) == 2 and all(r["allreduces"] == calls for r in ranks)
     assert model.histogram_bytes_ == nbytes
-    # Dask moved no block of X and no binned shard between the workers: besides labels (y's
-    # blocks need not sit with X's), only the bin summaries and label statistics
+    # Dask moved no block of X: besides labels (y's blocks need not sit with X's), only the bin
+    # summaries, label statistics and, where the placement was uneven, the binned blocks that
+    # _balance hands to the other worker
+    x_keys = list(dask.core.flatten(Xd.__dask_keys__()))
+    who = client.who_has(futures_of(Xd))
+    holder = [who[k][0] for k in x_keys]
+    sizes = list(Xd.chunks[0])
+    plan = dask_gbdt._balance(sizes, holder, sorted(client.scheduler_info()["workers"]))
+    given = [i for wk, idx in plan.items() for i in idx if holder[i] != wk]
     logs = client.run(lambda dask_worker: [list(e["keys"])
                                            for e in dask_worker.transfer_incoming_log])
     moved = {k for w, log in logs.items() for keys in log[start[w]:] for k in keys}
-    assert not moved & {f.key for f in futures_of(Xd)}
-    names = {key_split(k) for k in moved - {f.key for f in futures_of(yd)}}
-    assert names <= {"shard_stats", "label_stats"}, names  # (key_split drops the "_")
+    assert not moved & set(x_keys)
+    names = [key_split(k) for k in moved - {f.key for f in futures_of(yd)}]
+    assert set(names) <= {"shard_stats", "label_stats", "bin_blocks"}, names
+    assert (0 < names.count("bin_blocks") <= len(given)) if given else "bin_blocks" not in names
     # the reduce-scatter + all-gather scheme (used beyond ALLGATHER_MAX_RANKS workers) adds the
     # ranks' histograms in the same order: bit-identical trees, the same bytes for 2 workers
     monkeypatch.setattr(dask_gbdt, "ALLGATHER_MAX_RANKS", 1)
@@ -160,6 +169,30 @@ def test_levels_exchange_only_histograms_and_shards_stay_put(client, monkeypatch
     assert dask_gbdt._same_trees(model.trees_, other.trees_)
     assert other.histogram_bytes_ == nbytes
     assert all(r["allreduces"] == calls for r in other.fit_profile_["ranks"])
+
+
+def test_balance_moves_few_blocks_to_even_out_rows():
+    def rows(plan, sizes):
+        return sorted(sum(sizes[i] for i in idx) for idx in plan.values())
+
+    a, b = "tcp://a", "tcp://b"
+    sizes = [100] * 8
+    # Dask's placement in the benchmark: 3 blocks on one worker, 5 on the other -> one block moves
+    plan = dask_gbdt._balance(sizes, [a, b, b, a, b, b, a, b], [a, b])
+    assert rows(plan, sizes) == [400, 400]
+    assert sum(i not in plan[a] for i in (0, 3, 6)) == 0 and len(plan[b]) == 4
+    # already even: nothing moves; all on one worker of three: two thirds move away
+    even = [a, b] * 4
+    assert dask_gbdt._balance(sizes, even, [a, b]) == {a: [0, 2, 4, 6], b: [1, 3, 5, 7]}
+    c = "tcp://c"
+    plan = dask_gbdt._balance([100] * 9, [a] * 9, [a, b, c])
+    assert rows(plan, [100] * 9) == [300, 300, 300] and plan[a] == [0, 1, 2]
+    # uneven blocks: the ranks differ by less than the largest block
+    sizes = [500, 10, 10, 300, 200, 20, 400]
+    plan = dask_gbdt._balance(sizes, [a] * 7, [a, b])
+    got = rows(plan, sizes)
+    assert got[1] - got[0] < max(sizes) and sorted(i for v in plan.values() for i in v) == list(
+        range(7))
 
 
 def test_summary_is_exact_when_small_and_bounded_when_pruned():
