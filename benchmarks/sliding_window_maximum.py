@@ -40,6 +40,40 @@ for method in ("vhgw", "deque"):
 """
 
 
+_FIRST_CALLS_LARGE = """
+import sys, time, numpy as np
+from deepnotes.algorithms.sliding_window import sliding_window_max, warm_up
+x = np.random.default_rng(0).standard_normal(10_000_000)
+prepared = sys.argv[1] == "prepared"
+if prepared:
+    t0 = time.perf_counter(); warm_up((np.float64,)); print("warm_up", time.perf_counter() - t0)
+    out = np.empty(x.size - 10 + 1)
+    out.fill(0.0)  # written once: its pages are faulted in before the timed calls
+for i in range(5):
+    t0 = time.perf_counter()
+    sliding_window_max(x, 10, out=out) if prepared else sliding_window_max(x, 10)
+    print("call", time.perf_counter() - t0)
+"""
+
+
+def _first_calls_large() -> dict:
+    """A user's first five calls on 1e7 float64 samples (k = 10) in a new process, with the
+    repository's numba cache: as they come (``plain``), and after ``warm_up()`` with a reused,
+    already-touched ``out=`` array (``prepared``; ``warm_up_s`` is the warm-up's own time)."""
+    import subprocess
+    import sys
+
+    result = {}
+    for mode in ("plain", "prepared"):
+        lines = subprocess.run([sys.executable, "-c", _FIRST_CALLS_LARGE, mode], check=True,
+                               capture_output=True, text=True).stdout.split("\n")
+        result[f"{mode}_calls_s"] = [float(v.split()[1]) for v in lines if v.startswith("call")]
+        for v in lines:
+            if v.startswith("warm_up"):
+                result["warm_up_s"] = float(v.split()[1])
+    return result
+
+
 def _jit_in_fresh_processes() -> dict:
     """First-call times in new processes with an empty numba cache (compilation), then again
     with that cache filled (loading it), for float64 and the parallel driver."""
@@ -80,6 +114,7 @@ def run(quick: bool = False) -> dict:
             "deque_first_call_this_process_s": _first_call_s(
                 lambda: sliding_window_max(x, 10, method="deque")),
             **({} if quick else _jit_in_fresh_processes()),
+            **({} if quick else {"first_calls_1e7": _first_calls_large()}),
             "note": "first call of each method, in this process (with the repository's numba "
                     "cache) and in fresh processes with an empty cache (compile) and then the "
                     "filled one (cache_load). One compiled driver holds both kernels, so the "

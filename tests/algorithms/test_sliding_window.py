@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 from deepnotes.algorithms import sliding_window as sw
-from deepnotes.algorithms.sliding_window import sliding_window_max, sliding_window_min
+from deepnotes.algorithms.sliding_window import (
+    PARALLEL_MIN_SIZE,
+    sliding_window_max,
+    sliding_window_min,
+    warm_up,
+)
 
 FAST = ("vhgw", "deque")
 FUNCS = (sliding_window_max, sliding_window_min)
@@ -180,3 +186,53 @@ def test_masked_arrays_ignore_masked_samples(fn, reduce, dtype):
                 assert out.mask[r, i]
             else:
                 assert not out.mask[r, i] and out[r, i] == expect
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.float16, np.bool_])
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("fn, ref", [(sliding_window_max, np.max), (sliding_window_min, np.min)])
+def test_out_receives_the_result_in_place(dtype, axis, fn, ref):
+    rng = np.random.default_rng(3)
+    a = (rng.normal(size=(40, 50)) * 10).astype(dtype)
+    k = 7
+    expected = ref(sliding_window_view(a, k, axis=axis), axis=-1)
+    out = np.full(expected.shape, 1, dtype=dtype)
+    got = fn(a, k, axis=axis, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, expected)
+    # a second call into the same buffer gives the same result (nothing left from the first)
+    assert fn(a, k, axis=axis, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    # method="naive" honours out as well
+    assert fn(a, k, axis=axis, method="naive", out=np.empty_like(out)).tolist() == \
+        expected.tolist()
+
+
+def test_a_large_input_writes_straight_into_out():
+    a = np.random.default_rng(0).normal(size=PARALLEL_MIN_SIZE + 1001)
+    out = np.empty(a.size - 100 + 1)
+    assert sliding_window_max(a, 100, out=out) is out
+    np.testing.assert_array_equal(out, sliding_window_view(a, 100).max(-1))
+
+
+def test_a_wrong_out_is_refused_by_name():
+    a = np.arange(20.0)
+    with pytest.raises(ValueError, match="out has shape"):
+        sliding_window_max(a, 5, out=np.empty(15))
+    with pytest.raises(ValueError, match="dtype"):
+        sliding_window_max(a, 5, out=np.empty(16, dtype=np.float32))
+    frozen = np.empty(16)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        sliding_window_max(a, 5, out=frozen)
+    with pytest.raises(TypeError, match="out must be"):
+        sliding_window_max(a, 5, out=[0.0] * 16)
+    with pytest.raises(TypeError, match="masked"):
+        sliding_window_max(np.ma.masked_array(a), 5, out=np.empty(16))
+
+
+def test_warm_up_runs_every_kernel_and_leaves_results_unchanged():
+    warm_up()
+    warm_up(dtypes=(np.int32,))
+    a = np.arange(10.0)
+    np.testing.assert_array_equal(sliding_window_max(a, 3), np.arange(2.0, 10.0))

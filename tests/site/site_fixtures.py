@@ -37,7 +37,7 @@ The figure shows the loss.
 REFERENCED_BODY = MATH_BODY.replace(
     "The figure shows the loss.",
     "Accuracy reached {{{{ metric: test/accuracy | .2% }}}} ({{{{ figref: loss_curve }}}}).\n\n"
-    "{{{{ figure: loss_curve | Training loss by step. }}}}")
+    "{{{{ figure: loss_curve | Training loss $\\ell_t$ by step. }}}}")
 ZH_TITLE = "笔记零：步长与收敛"
 ZH_WORD = "学习率衰减"
 

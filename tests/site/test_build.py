@@ -282,8 +282,10 @@ def test_serve_site_serves_the_folder(tmp_path, monkeypatch):
 def test_references_resolve_and_figures_are_numbered_beside_their_text(site):
     html = read(site / "posts" / "note-00" / "index.html")
     assert "Accuracy reached 98.76% (Figure 1)." in html
-    assert re.search(r'<figcaption><span class="dn-figure__label">Figure 1\.</span> Training loss '
-                     r"by step\.</figcaption>", html)
+    caption = re.search(r'<figcaption><span class="dn-figure__label">Figure 1\.</span> '
+                        r"Training loss (.*?) by step\.</figcaption>", html, re.S)
+    assert caption and 'class="katex"' in caption.group(1) and "$" not in caption.group(1)
+    assert 'alt="Training loss ℓ_t by step."' in html  # the alt text: the caption's math as text
     # the placed figure comes before the folded block of all metrics, and is not repeated
     assert html.index("Figure 1.") < html.index("<details")
     assert html.count("loss_curve.png") == 1 and "More figures" not in html

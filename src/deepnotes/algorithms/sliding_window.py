@@ -271,13 +271,33 @@ def _sliding_masked(a, k, axis, method, want_max):
     return np.ma.masked_array(out, mask=np.moveaxis(masked_in_window == k, -1, axis))
 
 
-def _sliding(a, k, axis, method, want_max):
+def _check_out(out, a, k, axis):
+    """``out`` must be an ndarray of the result's shape and of ``a``'s dtype."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    shape = list(a.shape)
+    shape[axis] = a.shape[axis] - k + 1
+    if out.shape != tuple(shape) or out.dtype != a.dtype:
+        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; the result needs "
+                         f"shape {tuple(shape)} and dtype {a.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _sliding(a, k, axis, method, want_max, out=None):
     if np.ma.isMaskedArray(a):
+        if out is not None:
+            raise TypeError("out is not supported for a masked array (the result is masked)")
         return _sliding_masked(a, k, axis, method, want_max)
     a, k, axis = _check_args(a, k, axis, method)
+    target = _check_out(out, a, k, axis)
     if method == "naive":
         view = sliding_window_view(a, k, axis=axis)
-        return view.max(axis=-1) if want_max else view.min(axis=-1)
+        return (view.max(axis=-1, out=target) if want_max
+                else view.min(axis=-1, out=target))
     dtype = a.dtype
     # numba has no float16 or bool kernels: widen (exactly) and narrow back at the end.
     widen = {"b": np.dtype(np.uint8), "f": np.promote_types(dtype, np.float32)}
@@ -289,7 +309,12 @@ def _sliding(a, k, axis, method, want_max):
         # order reversals (~x = -x - 1 never overflows), so one max kernel serves both.
         x = -x if work.kind == "f" else ~x
     rows = x.reshape(-1, n)
-    out = np.empty((rows.shape[0], n - k + 1), dtype=work)
+    direct = (target is not None and work == dtype and target.flags.c_contiguous
+              and np.moveaxis(target, axis, -1).flags.c_contiguous)
+    # the kernels write straight into the caller's array when its layout allows (no new pages
+    # to fault in: see ``warm_up``); otherwise into a fresh one, copied into ``out`` below
+    out = (np.moveaxis(target, axis, -1).reshape(rows.shape[0], n - k + 1) if direct
+           else np.empty((rows.shape[0], n - k + 1), dtype=work))
     if rows.shape[0] > 0:
         low = work.type(-np.inf) if work.kind == "f" else work.type(np.iinfo(work).min)
         if rows.size < PARALLEL_MIN_SIZE:
@@ -299,11 +324,38 @@ def _sliding(a, k, axis, method, want_max):
             _apply(rows, k, out, method == "deque", low, chunk)
     if not want_max:
         out = np.negative(out, out=out) if work.kind == "f" else np.invert(out, out=out)
+    if direct:
+        return target
     out = np.moveaxis(out.reshape(*x.shape[:-1], n - k + 1), -1, axis)
+    if target is not None:
+        np.copyto(target, out, casting="unsafe")  # a narrowing back from the widened dtype
+        return target
     return out.astype(dtype, copy=False)
 
 
-def sliding_window_max(a, k, axis=-1, method="auto"):
+def warm_up(dtypes=(np.float64, np.float32, np.int64)) -> None:
+    """Pay the first-call costs now: load (or compile) the numba kernels for ``dtypes`` and
+    start numba's thread pool.
+
+    A process's first :func:`sliding_window_max` call otherwise pays, besides the work, the
+    kernel load from numba's cache (or its compilation right after an install), the thread
+    pool's start on the first parallel call, and the page faults of a fresh output array (the
+    operating system maps a new array's memory on first write; pass a reused ``out=`` to avoid
+    them: ``np.zeros`` does not touch its pages, write it once). Call this once at start-up in
+    a latency-sensitive service. ``benchmarks/sliding_window_maximum.py`` records a new
+    process's first calls with and without these two steps (``jit.first_calls_1e7``)."""
+    for dtype in dtypes:
+        work = np.promote_types(dtype, np.float32) if np.dtype(dtype).kind == "f" else dtype
+        x = np.zeros((2, 8), dtype=work)
+        out = np.empty((2, 6), dtype=work)
+        low = (np.dtype(work).type(-np.inf) if np.dtype(work).kind == "f"
+               else np.dtype(work).type(np.iinfo(work).min))
+        for use_deque in (False, True):
+            _apply_serial(x, 3, out, use_deque, low)
+            _apply(x, 3, out, use_deque, low, 3)
+
+
+def sliding_window_max(a, k, axis=-1, method="auto", *, out=None):
     """Maximum of every length-``k`` window along ``axis`` (Eq. 1), NaN-propagating (Eq. 7).
 
     Parameters
@@ -318,6 +370,10 @@ def sliding_window_max(a, k, axis=-1, method="auto"):
     method : {"auto", "vhgw", "deque", "naive"}
         ``"auto"`` is ``"vhgw"`` (van Herk/Gil-Werman, Eq. 4-6); ``"deque"`` is the monotonic
         deque (Eq. 2-3); ``"naive"`` is NumPy's O(nk) ``sliding_window_view(...).max``.
+    out : ndarray, optional
+        Where to put the result: shape (..., n - k + 1, ...), ``a``'s dtype (else
+        ``ValueError``); not for masked arrays. Reusing one across calls skips the page faults
+        of a fresh result array (see :func:`warm_up` for the other first-call costs).
 
     Returns
     -------
@@ -325,11 +381,12 @@ def sliding_window_max(a, k, axis=-1, method="auto"):
         ``out[..., i, ...] = max(a[..., i:i + k, ...])`` along ``axis``; NaN where the window
         holds a NaN. Identical across methods. For a ``numpy.ma.MaskedArray`` the masked
         samples are ignored and the result is masked where a window holds no unmasked sample.
+        ``out`` itself when given.
     """
-    return _sliding(a, k, axis, method, want_max=True)
+    return _sliding(a, k, axis, method, want_max=True, out=out)
 
 
-def sliding_window_min(a, k, axis=-1, method="auto"):
+def sliding_window_min(a, k, axis=-1, method="auto", *, out=None):
     """Minimum of every length-``k`` window along ``axis``; see :func:`sliding_window_max`.
 
     Computed as the maximum of the order-reversed samples (Eq. 8): ``-a`` for floats and
@@ -339,6 +396,6 @@ def sliding_window_min(a, k, axis=-1, method="auto"):
     -------
     ndarray, shape (..., n - k + 1, ...)
         ``out[..., i, ...] = min(a[..., i:i + k, ...])`` along ``axis``; NaN where the window
-        holds a NaN.
+        holds a NaN. ``out`` itself when given (as for :func:`sliding_window_max`).
     """
-    return _sliding(a, k, axis, method, want_max=False)
+    return _sliding(a, k, axis, method, want_max=False, out=out)

@@ -29,6 +29,7 @@ from deepnotes.core.references import (
 )
 from deepnotes.core.registry import module_of
 from deepnotes.core.results import find_latest_run, read_metrics
+from deepnotes.site import plaintext
 
 MORE = "<!-- more -->"
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
@@ -151,15 +152,19 @@ def _copy_figure(slug: str, run_dir: Path, name: str, figures_dir: Path) -> str:
 
 
 def figure_html(url: str, label: str, caption: str) -> str:
-    """A numbered figure: the image and ``<figcaption>`` with its label ("Figure 3.")."""
-    alt = html.escape(caption, quote=True)
+    """A numbered figure: the image and ``<figcaption>`` with its label ("Figure 3.").
+
+    The caption is inline Markdown, so ``$k^*$`` in it is math that KaTeX renders like the
+    post's; the image's alt text is the caption as plain text (math as a reader types it)."""
+    alt = html.escape(plaintext.strip_tex(caption), quote=True)
     return "\n".join([
         '<figure class="dn-figure" markdown>',
         f"![{alt}]({url})",
-        f'<figcaption><span class="dn-figure__label">{html.escape(label)}.</span> {caption}'
-        "</figcaption>",
+        f'<figcaption markdown="span"><span class="dn-figure__label">{html.escape(label)}.</span> '
+        f"{caption}</figcaption>",
         "</figure>",
     ])
+
 
 
 def run_section(slug: str, run_dir: Path, figures_dir: Path, *, placed: set[str] | None = None,
