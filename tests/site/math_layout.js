@@ -1,7 +1,8 @@
 // For the open page: display formulas whose equation number overlaps the formula ("overlaps"),
 // formulas wider than their box with no scroll container ("hidden"), and text outside code and
-// rendered math that still holds TeX delimiters ("raw"). Used by test_browser.py.
-const out = {overlaps: [], hidden: [], raw: []};
+// rendered math that still holds TeX delimiters ("raw"), and images that are not a numbered
+// figure with a caption in words ("uncaptioned"). Used by test_browser.py.
+const out = {overlaps: [], hidden: [], raw: [], uncaptioned: []};
 const inter = (a, b) => a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
 document.querySelectorAll('.katex-display').forEach((disp, i) => {
   const tag = disp.querySelector('.katex-tag');
@@ -32,4 +33,10 @@ while ((n = walker.nextNode())) {
   const t = n.textContent;
   if (/\$|\\\(|\\\[/.test(t)) out.raw.push(t.trim().slice(0, 80));
 }
+art.querySelectorAll('img').forEach(img => {
+  const cap = img.closest('figure.dn-figure')?.querySelector('figcaption');
+  const label = cap?.querySelector('.dn-figure__label')?.textContent || '';
+  const words = cap ? cap.textContent.replace(label, '').trim() : '';
+  if (words.length < 12) out.uncaptioned.push(img.getAttribute('src'));
+});
 return out;

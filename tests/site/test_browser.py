@@ -206,7 +206,8 @@ MATH_LAYOUT_JS = (Path(__file__).parent / "math_layout.js").read_text(encoding="
 def test_equation_numbers_never_cover_formulas_and_no_raw_tex(browser, base_url, built, width):
     """Measured with bounding boxes: the number of a display equation must not intersect any
     part of its formula; a formula wider than the column must sit in a scroll container; no `$`
-    or `\\(` may be left in the rendered text."""
+    or `\\(` may be left in the rendered text; every image is a numbered figure whose caption
+    says something (not a file name)."""
     zh = sorted(p.slug for p in load_posts(lang="zh"))
     pages = [f"posts/{s}/" for s in ["note-05", *topic_slugs()]] + [f"zh/posts/{s}/" for s in zh]
     browser.set_window_size(width, 1000)
