@@ -106,8 +106,14 @@ def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
         # The last non-missing bin is a candidate only when it separates missing values.
         last = n_edges[j] + 1 if has_missing else n_edges[j]
         for b in range(last):
-            gl += hist[j, b, 0]
-            hl += hist[j, b, 1]
+            gb = hist[j, b, 0]
+            hb = hist[j, b, 1]
+            if gb == 0.0 and hb == 0.0:
+                # an empty bin leaves (G_L, H_L) as the bin below had them: the same candidates,
+                # which lose ties to that lower bin anyway (most bins of a small node are empty)
+                continue
+            gl += gb
+            hl += hb
             # missing -> right
             gr = g_tot - gl
             hr = h_tot - hl
