@@ -182,7 +182,7 @@ def test_bad_input_gives_clear_errors():
 
 @pytest.mark.parametrize("task", ["clf", "reg"])
 def test_packed_prediction_equals_the_reference_walk_exactly(task):
-    """The fast path (packed nodes, rows in lock step, row blocks on threads) adds the same
+    """The fast path (packed nodes, rows in interleaved slots, row blocks on threads) adds the same
     leaf values in the same order as the reference ``predict_trees``: equal to the last bit."""
     import numba
 
@@ -205,7 +205,7 @@ def test_packed_prediction_equals_the_reference_walk_exactly(task):
     Xt = np.ascontiguousarray(rng.normal(size=(1203, 6)))  # not a multiple of the group size
     Xt[rng.random(Xt.shape) < 0.1] = np.nan
     Xt[:5, 0] = [np.inf, -np.inf, 0.0, -0.0, 1e300]
-    for n in (1, 7, 8, 300, 1203):
+    for n in (1, 7, 8, 16, 17, 300, 1203):
         ref = np.zeros((n, value.shape[1]))
         predict_trees(Xt[:n], nodes, value, roots, ref)
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):

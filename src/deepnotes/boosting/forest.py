@@ -11,9 +11,11 @@ whose sample missed it. Trees grow on Python threads (the numba kernel releases 
 scikit-learn's do.
 
 Prediction walks a packed copy of the nodes (:func:`pack_nodes`, 16 bytes a node, leaves as
-self-loops) with :func:`predict_packed`: one row block per thread walks tree by tree, eight rows
-in lock step so their independent node loads overlap. It adds the trees in the same order as the
-reference walk :func:`deepnotes.boosting.cart.predict_trees`, so the sums are bit-identical.
+self-loops) with :func:`predict_packed`: one row block per thread walks tree by tree, sixteen
+rows at a time in interleaved slots so their independent node loads overlap; a slot whose row
+reaches its leaf takes the next row at once (a forest's leaves lie at very different depths, and
+rows walked in lock step would all wait for the deepest). It adds the trees in the same order as
+the reference walk :func:`deepnotes.boosting.cart.predict_trees`, so the sums are bit-identical.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from deepnotes.boosting.predictor import NODE_DTYPE
 MAX_INT = np.iinfo(np.int32).max
 
 
-#: Rows walked in lock step by :func:`predict_packed`, and the fewest rows of a thread's block.
-GROUP, MIN_BLOCK = 8, 256
+#: Rows walked at once (in interleaved slots) by :func:`predict_packed`, and the fewest rows of a
+#: thread's block.
+GROUP, MIN_BLOCK = 16, 256
 
 
 def pack_nodes(nodes: np.ndarray) -> np.ndarray:
@@ -68,26 +71,39 @@ def _predict_packed(X, nodes, value, roots, out, block):  # pragma: no cover - n
     for b in prange((n + block - 1) // block):
         lo = b * block
         hi = min(n, lo + block)
-        at = np.empty(GROUP, np.int64)
+        at = np.empty(GROUP, np.int64)  # each slot's node
+        row = np.empty(GROUP, np.int64)  # each slot's row, -1 when the block has run out
         for t in range(roots.shape[0]):
-            for g in range(lo, hi, GROUP):
-                m = min(GROUP, hi - g)
-                for i in range(m):
-                    at[i] = roots[t]
-                moving = True
-                while moving:  # until all m rows sit on their leaves (self-loops)
-                    moving = False
-                    for i in range(m):
-                        nd = at[i]
-                        meta = nodes[nd].meta
-                        x = X[g + i, (meta >> 1) & 0x7FFFFFFF]
-                        go_left = (x <= nodes[nd].threshold) | ((x != x) & ((meta & 1) == 1))
-                        nxt = (meta >> 32) + 1 - go_left
-                        moving |= nxt != nd
-                        at[i] = nxt
-                for i in range(m):
-                    for k in range(K):
-                        out[g + i, k] += value[at[i], k]
+            root = roots[t]
+            ahead = lo  # the next row to enter a slot
+            active = 0
+            for s in range(GROUP):
+                row[s] = -1
+                if ahead < hi:
+                    row[s], at[s] = ahead, root
+                    ahead += 1
+                    active += 1
+            while active > 0:
+                for s in range(GROUP):
+                    r = row[s]
+                    if r < 0:
+                        continue
+                    nd = at[s]
+                    meta = nodes[nd].meta
+                    x = X[r, (meta >> 1) & 0x7FFFFFFF]
+                    go_left = (x <= nodes[nd].threshold) | ((x != x) & ((meta & 1) == 1))
+                    nxt = (meta >> 32) + 1 - go_left
+                    if nxt != nd:
+                        at[s] = nxt
+                        continue
+                    for k in range(K):  # a leaf (self-loop): add it, give the slot a new row
+                        out[r, k] += value[nd, k]
+                    if ahead < hi:
+                        row[s], at[s] = ahead, root
+                        ahead += 1
+                    else:
+                        row[s] = -1
+                        active -= 1
 
 
 def predict_packed(X, packed, value, roots, out) -> None:
