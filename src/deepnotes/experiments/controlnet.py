@@ -383,24 +383,27 @@ def _cond_rgb(c: torch.Tensor) -> torch.Tensor:
 def _plot_samples(run, test, conds, shown, n) -> None:
     rows = [("real image", test.images[:n]),
             ("edge condition", _cond_rgb(conds["edge"][:n])),
-            ("base, caption", shown[("base", True)][:n]),
-            ("edge ControlNet", shown[("edge", True)][:n]),
-            ("edge, no caption", shown[("edge", False)][:n]),
+            ("base model, caption", shown[("base", True)][:n]),
+            ("edge ControlNet, caption", shown[("edge", True)][:n]),
+            ("edge ControlNet, no caption", shown[("edge", False)][:n]),
             ("mask condition", _cond_rgb(conds["mask"][:n])),
-            ("mask ControlNet", shown[("mask", True)][:n])]
-    fig, ax = new_figure(size=(7.0, min(9.0, 7.0 * len(rows) / max(n, 1) + 0.6)))
+            ("mask ControlNet, caption", shown[("mask", True)][:n])]
+    fig, ax = new_figure(size=(7.0, min(9.0, 7.0 * len(rows) / max(n, 1) + 0.6)),
+                         layout="constrained")
     ax.imshow(_mosaic(torch.cat([r[1] for r in rows]), n), interpolation="nearest")
     ax.set_yticks([2 + 34 * i + 16 for i in range(len(rows))], [r[0] for r in rows])
     ax.set_xticks([])
+    ax.tick_params(length=0)
     ax.grid(False)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title("Test conditions and samples (same noise; condition scale 1)", fontsize=10)
+    ax.set_title("Test conditions and samples (same noise; conditioning scale $s=1$)",
+                 fontsize=10)
     run.save_figure(fig, "samples_following_edges")
 
 
 def _plot_scales(run, scales, curves) -> None:
-    fig, ax = new_figure(size=(7.0, 3.2))
+    fig, ax = new_figure(size="column_tall", layout="constrained")
     m = run.metrics
     style = {("edge", True): (PALETTE[0], "-", "edge ControlNet, with caption"),
              ("edge", False): (PALETTE[0], "--", "edge ControlNet, empty caption"),
@@ -413,14 +416,15 @@ def _plot_scales(run, scales, curves) -> None:
                label="autoencoder reconstruction (ceiling)")
     ax.axhline(m["edge/f1_base_caption"], color="0.5", ls="-.", lw=1,
                label="base model, with caption")
-    ax.set(xlabel="conditioning scale", ylabel="edge F1 vs. the condition's image",
+    ax.set(xlabel="conditioning scale $s$", ylabel="edge F1 vs. the condition's image",
            ylim=(0, 1.02), title="Edge agreement against conditioning scale")
-    ax.legend(fontsize=9, loc="lower center", ncol=2)
+    # below the axes: inside, the legend covered the low-scale end of the curves
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="outside lower center", ncol=2)
     run.save_figure(fig, "edge_f1_vs_scale")
 
 
 def _plot_training(run, histories) -> None:
-    fig, ax = new_figure(size=(7.0, 3.0))
+    fig, ax = new_figure(size="column", layout="constrained")
     for i, (kind, h) in enumerate(histories.items()):
         ratio = np.asarray(h["loss"]) / np.maximum(np.asarray(h["base_loss"]), 1e-12)
         w = max(1, len(ratio) // 25)

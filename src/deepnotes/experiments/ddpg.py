@@ -123,39 +123,47 @@ def rollout_angles(actor, env_id: str, steps: int, seed: int) -> tuple[np.ndarra
 
 
 def _curves_figure(evals: dict[str, tuple[np.ndarray, np.ndarray]], groups: list[list[str]]):
-    fig, axes = new_figure(1, len(groups), size=(7.0, 3.2), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, len(groups), size="column_tall", sharey=True, squeeze=False,
+                           layout="constrained")
     titles = ["DDPG and TD3", "TD3 minus one fix"]
+    handles = {}
     for ax, group, title in zip(axes[0], groups, titles, strict=False):
-        for color, name in zip(PALETTE, group, strict=False):
+        for name in group:
+            color = _color(name)  # one colour per variant in both panels
             steps, rets = evals[name]  # (K,), (seeds, K)
             m = rets.mean(0)
-            ax.plot(steps, m, color=color, label=LABELS[name])
+            (handles[LABELS[name]],) = ax.plot(steps, m, color=color, label=LABELS[name])
             if rets.shape[0] > 1:
                 ax.fill_between(steps, rets.min(0), rets.max(0), color=color, alpha=0.15)
         ax.set(xlabel="environment steps", title=title)
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("evaluation return")
+    axes[0][0].set_ylabel("evaluation return (seed range shaded)")
+    # one legend below both panels: inside, it hid the curves where they converge
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=9)
     return fig
 
 
+def _color(name: str) -> str:
+    return PALETTE[list(VARIANTS).index(name) % len(PALETTE)]
+
+
 def _bias_figure(bias: dict[str, np.ndarray]):
-    fig, ax = new_figure(size=(6.0, 3.0))
+    fig, ax = new_figure(size="column", layout="constrained")
     names = list(bias)
     ys = [bias[n].mean() for n in names]
-    ax.bar(range(len(names)), ys, color=[PALETTE[i % len(PALETTE)] for i in range(len(names))])
+    ax.bar(range(len(names)), ys, color=[_color(n) for n in names])
     for i, n in enumerate(names):
         ax.plot(np.full(len(bias[n]), i), bias[n], "k.", ms=3, alpha=0.5)
     ax.axhline(0, color="k", lw=0.8)
     short = {"ddpg": "DDPG", "td3": "TD3", "td3_no_twin": "TD3\nno twin",
              "td3_no_delay": "TD3\nno delay", "td3_no_smoothing": "TD3\nno smoothing"}
-    ax.set_xticks(range(len(names)), [short[n] for n in names], fontsize=8)
+    ax.set_xticks(range(len(names)), [short[n] for n in names], fontsize=9)
     ax.set_ylabel(r"$Q_1(s_0,\mu(s_0)) - \sum_t \gamma^t r_t$")
-    ax.set_title("Critic estimate minus the return it predicts (start states)")
+    ax.set_title("Critic estimate minus the return it predicts (start states; dots: episodes)")
     return fig
 
 
 def _filmstrip(thetas: np.ndarray, torques: np.ndarray, every: int, frames: int, bound: float):
-    fig, axes = new_figure(1, frames, size=(7.0, 1.6))
+    fig, axes = new_figure(1, frames, size=(7.0, 1.6), layout="constrained")
     for j, ax in enumerate(np.atleast_1d(axes)):
         t = min(j * every, len(thetas) - 1)
         th = thetas[t]
@@ -167,7 +175,7 @@ def _filmstrip(thetas: np.ndarray, torques: np.ndarray, every: int, frames: int,
         ax.annotate("", xy=(0.9 * torques[t] / bound, -1.25), xytext=(0, -1.25),
                     arrowprops={"arrowstyle": "->", "color": PALETTE[1], "lw": 1.5})
         ax.set(xlim=(-1.3, 1.3), ylim=(-1.45, 1.3), aspect="equal", xticks=[], yticks=[])
-        ax.set_title(f"t = {t}", fontsize=9)
+        ax.set_title(rf"$t={t}$", fontsize=9)
         ax.grid(False)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)

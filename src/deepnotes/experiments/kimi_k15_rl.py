@@ -273,7 +273,7 @@ COLORS = {"k15_lp": PALETTE[0], "k15": PALETTE[1], "reinforce": PALETTE[3], "sft
 
 
 def _sft_figure(losses):
-    fig, ax = new_figure(size=(5.5, 3.0), constrained_layout=True)
+    fig, ax = new_figure(size="column", layout="constrained")
     x = np.arange(1, len(losses) + 1)
     k = max(1, len(losses) // 30)
     smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
@@ -286,7 +286,7 @@ def _sft_figure(losses):
 
 
 def _curves_figure(curves, warmup: int):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.5), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.5), layout="constrained")
     for m, label in METHODS.items():
         c = curves[m]
         ax1.plot(c["iter"], 100 * np.array(c["acc"]), "o-", ms=3, color=COLORS[m], label=label)
@@ -304,20 +304,21 @@ def _curves_figure(curves, warmup: int):
 
 
 def _tradeoff_figure(table):
-    fig, ax = new_figure(size=(6.0, 3.6), constrained_layout=True)
+    fig, ax = new_figure(size="column_tall", layout="constrained")
     for name, row in table.items():
         label = METHODS.get(name) or EXTRA[name]
         ax.scatter(row["len"], 100 * row["acc"], s=50, color=COLORS[name], label=label,
                    zorder=3)
     ax.set(xlabel="mean response length (tokens)", ylabel="held-out accuracy (%)",
            title="Accuracy against length (greedy decoding)")
-    ax.legend(fontsize=9, loc="best")
+    # outside the axes: a model may land anywhere in the plane, and the legend must hide none
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     return fig
 
 
 def _samples_figure(problems, answers: dict[str, list[str]]):
     rows = len(problems) * (len(answers) + 1)
-    fig, ax = new_figure(size=(7.0, 0.24 * rows + 0.3), constrained_layout=True)
+    fig, ax = new_figure(size=(7.0, 0.24 * rows + 0.3), layout="constrained")
     ax.axis("off")
     line = 0
     for i, problem in enumerate(problems):

@@ -392,8 +392,9 @@ def _to_rgb(img: torch.Tensor) -> np.ndarray:
 
 
 def plot_samples(grids: dict[str, torch.Tensor], captions: list[str], n_cols: int):
+    """One row per caption (its text above the row), one block of ``n_cols`` seeds per model."""
     n_rows = len(captions)
-    fig, axes = new_figure(n_rows, 2 * n_cols + 1, size=(7.0, 1.0 + 0.82 * n_rows),
+    fig, axes = new_figure(n_rows, 2 * n_cols + 1, size=(7.0, 0.5 + 0.98 * n_rows),
                            gridspec_kw={"width_ratios": [1] * n_cols + [0.15] + [1] * n_cols})
     axes = np.atleast_2d(axes)
     for col_block, (name, images) in enumerate(grids.items()):
@@ -404,70 +405,89 @@ def plot_samples(grids: dict[str, torch.Tensor], captions: list[str], n_cols: in
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
-        axes[0, col_block * (n_cols + 1)].set_title(MODELS[name], loc="left", fontsize=9)
+        # the model's name above its block, clear of the first caption line
+        axes[0, col_block * (n_cols + 1)].set_title(MODELS[name], loc="left", fontsize=10,
+                                                     pad=16, weight="bold")
     for r in range(n_rows):
         axes[r, n_cols].axis("off")
-        axes[r, 0].set_ylabel(captions[r].replace(" and ", "\nand ").replace(" of ", " of\n"),
-                              rotation=0, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+        axes[r, 0].text(0.0, 1.04, f"“{captions[r]}”", transform=axes[r, 0].transAxes,
+                        fontsize=9, ha="left", va="bottom")
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / (0.5 + 0.98 * n_rows),
+                        bottom=0.01, wspace=0.05, hspace=0.3)
     return fig
 
 
 def plot_t_sampling(curves: dict[str, dict], config: Config):
-    fig, axes = new_figure(1, 3, size=(7.0, 2.6))
+    fig, axes = new_figure(1, 3, size="column", layout="constrained")
     t = torch.linspace(0.001, 0.999, 400)
     axes[0].plot(t, logit_normal_density(t, config.logit_mean, config.logit_std),
-                 color=PALETTE[0], label="logit-normal")
-    axes[0].plot(t, torch.ones_like(t), color=PALETTE[1], label="uniform")
+                 color=PALETTE[0])
+    axes[0].plot(t, torch.ones_like(t), color=PALETTE[1])
     axes[0].set_xlabel("$t$")
-    axes[0].set_ylabel(r"$\pi(t)$")
-    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel(r"density $\pi(t)$")
+    axes[0].set_title("Training times")
     for i, name in enumerate(("mmdit_ln", "mmdit_uniform")):
         cur = curves[name]
         axes[1].plot(cur["step"], cur["held_out_loss"], "o-", color=PALETTE[i], ms=3)
         axes[2].plot(cur["step"], cur["caption_score"], "o-", color=PALETTE[i], ms=3,
-                     label=MODELS[name].split(", ")[1])
+                     label=MODELS[name].split(", ")[1] + " (MM-DiT + RF)")
     axes[1].set_xlabel("training step")
     axes[1].set_ylabel("held-out flow loss")
+    axes[1].set_title("Held-out loss")
     axes[2].set_xlabel("training step")
     axes[2].set_ylabel("caption score")
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
+    axes[2].set_title("Caption score")
+    # one legend for the three panels (same colours throughout), below them
+    fig.legend(*axes[2].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9)
     return fig
 
 
 def plot_equal_compute(curves: dict[str, dict], finals: dict[str, dict]):
-    fig, axes = new_figure(1, 2, size=(7.0, 2.8))
-    for i, name in enumerate(("mmdit_ln", "unet_ddpm")):
+    fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
+    colors = {"mmdit_ln": PALETTE[0], "mmdit_uniform": PALETTE[1], "unet_ddpm": PALETTE[2]}
+    for name in ("mmdit_ln", "unet_ddpm"):
         cur = curves[name]
         tflops = np.asarray(cur["flops"]) / 1e12
-        axes[0].plot(tflops, cur["caption_score"], "o-", ms=3, color=PALETTE[2 * i],
+        axes[0].plot(tflops, cur["caption_score"], "o-", ms=3, color=colors[name],
                      label=MODELS[name])
     axes[0].set_xlabel("training compute (TFLOP)")
     axes[0].set_ylabel("caption score")
-    axes[0].legend(fontsize=8)
+    axes[0].set_title("During training")
     names = list(finals)
     x = np.arange(len(names))
-    axes[1].bar(x, [finals[n]["fid"] for n in names], color=[PALETTE[j] for j in (0, 1, 2)])
-    axes[1].set_xticks(x, [MODELS[n].replace(", ", ",\n") for n in names], fontsize=7)
+    axes[1].bar(x, [finals[n]["fid"] for n in names],
+                color=[colors.get(n, PALETTE[3]) for n in names])
+    axes[1].set_xticks(x, [MODELS[n].replace(", ", ",\n").replace(" + ", "\n+ ")
+                           for n in names], fontsize=9)
     axes[1].set_ylabel("shapes FID (lower is better)")
-    fig.tight_layout()
+    axes[1].set_title("Final models")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9)
     return fig
 
 
+#: Checks of :func:`deepnotes.diffusion.caption_score.match_caption`, as a legend names them.
+CHECKS = {"full": "full caption (the caption score)", "kinds": "shape kinds right",
+          "colours": "colours right", "objects": "objects right (no relations)"}
+
+
 def plot_guidance(sweep: dict[float, dict]):
-    fig, axes = new_figure(1, 2, size=(7.0, 2.6))
+    fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
     gs = sorted(sweep)
-    axes[0].plot(gs, [sweep[g]["full"] for g in gs], "o-", label="full caption")
+    axes[0].plot(gs, [sweep[g]["full"] for g in gs], "o-", label=CHECKS["full"])
     for key, j in (("kinds", 1), ("colours", 2), ("objects", 3)):
-        axes[0].plot(gs, [sweep[g][key] for g in gs], "o--", color=PALETTE[j], ms=3, label=key)
+        axes[0].plot(gs, [sweep[g][key] for g in gs], "o--", color=PALETTE[j], ms=3,
+                     label=CHECKS[key])
     axes[0].set_xlabel(r"guidance scale $\gamma$")
     axes[0].set_ylabel("fraction of images correct")
-    axes[0].legend(fontsize=7)
-    axes[1].plot(gs, [sweep[g]["fid"] for g in gs], "o-", color=PALETTE[3])
+    axes[0].set_title("Caption checks")
+    axes[1].plot(gs, [sweep[g]["fid"] for g in gs], "o-", color=PALETTE[4])
     axes[1].set_xlabel(r"guidance scale $\gamma$")
-    axes[1].set_ylabel("shapes FID")
-    fig.tight_layout()
+    axes[1].set_ylabel("shapes FID (lower is better)")
+    axes[1].set_title("Distance to real images")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9)
     return fig
 
 

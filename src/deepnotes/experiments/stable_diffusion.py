@@ -337,15 +337,16 @@ def run(config: Config) -> Result:
                              generator=torch.Generator().manual_seed(config.seed + 11)).cpu()
         _plot_grid(run, grid, captions, config.per_caption, config.grid_scale)
         _autoencoders(run, vae4, config, device)
-        fig, ax = new_figure()
+        fig, ax = new_figure(size="column", layout="constrained")
         ax.plot(losses, color=PALETTE[0], lw=0.5, alpha=0.4, label="per step")
         w = max(1, len(losses) // 40)
         smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(len(smooth)) + w // 2, smooth, color=PALETTE[3], label="moving mean")
+        ax.plot(np.arange(len(smooth)) + w // 2, smooth, color=PALETTE[3],
+                label=f"moving mean of {w} steps")
         ax.set(xlabel="training step",
                ylabel=r"$\|\epsilon - \epsilon_\theta\|^2$ per entry",
                yscale="log", title="U-Net training loss")
-        ax.legend()
+        ax.legend(fontsize=9)
         run.save_figure(fig, "training_loss")
         run.log_metrics({"time/total_s": run.wall_time_s, "time/total_min": run.wall_time_s / 60,
                          "time/train_min": train_s / 60})
@@ -388,27 +389,27 @@ def _plot_grid(run, images, captions, per_caption, scale) -> None:
                   interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(f"“{cap}”", fontsize=9)
-    fig.suptitle(f"Samples per caption (guidance scale {scale:g})", fontsize=10)
+    fig.suptitle(rf"Samples per caption (guidance scale $s_g={scale:g}$)", fontsize=10)
     fig.tight_layout()
     run.save_figure(fig, "samples_per_caption")
 
 
 def _plot_guidance(run, rows, real_score, recon_score, real_fid) -> None:
     s = [r[0] for r in rows]
-    fig, (ax, ax2) = new_figure(1, 2, size=(7.0, 3.2))
+    fig, (ax, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     ax.plot(s, [r[1] for r in rows], marker="o", color=PALETTE[0], label="generated")
     ax.axhline(real_score, color="k", ls="--", lw=1, label="real test images")
     ax.axhline(recon_score, color="grey", ls=":", lw=1.5,
-               label="their $c = 4$ reconstructions")
+               label="their reconstructions ($c=4$)")
     ax.set(xlabel="guidance scale $s_g$", ylabel="caption score", ylim=(0, 1.02),
            title="Images that match their caption")
-    ax.legend(fontsize=8, loc="center right")
+    # legends under the axes: a curve may cross any part of the plot
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     ax2.plot(s, [r[2] for r in rows], marker="s", color=PALETTE[3], label="generated")
     ax2.axhline(real_fid, color="k", ls="--", lw=1, label="real held-out images")
     ax2.set(xlabel="guidance scale $s_g$", ylabel="shapes FID (lower is better)",
             yscale="log", title="Distance to real images")
-    ax2.legend(fontsize=8, loc="center right")
-    fig.tight_layout()
+    ax2.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     run.save_figure(fig, "guidance_tradeoff")
 
 
@@ -423,11 +424,13 @@ def _autoencoders(run, vae4, config, device) -> None:
         with torch.no_grad():
             recs[c] = vae(images[:8].to(device)).clamp(-1, 1).cpu()
     show = torch.cat([images[:8], recs[4][:8], recs[16][:8]])
-    fig, ax = new_figure(size=(7.0, 3.0))
+    fig, ax = new_figure(size=(7.0, 3.0), layout="constrained")
     ax.imshow(_mosaic(show, 8), interpolation="nearest")
-    ax.set_yticks([18, 52, 86], ["input", "$c = 4$", "$c = 16$"])
+    ax.set_yticks([18, 52, 86], ["input", "$c=4$", "$c=16$"])
+    ax.tick_params(length=0)
+    ax.grid(False)
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title("Autoencoder reconstructions, 4 vs 16 latent channels (f = 4)")
+    ax.set_title(r"Autoencoder reconstructions: $c=4$ vs $c=16$ latent channels ($f=4$)")
     run.save_figure(fig, "autoencoder_c4_vs_c16")

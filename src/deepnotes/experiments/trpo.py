@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import PALETTE, new_figure
@@ -114,11 +115,12 @@ def bound_check(config: Config, rng: np.random.Generator) -> dict:
 
 
 def _curves_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
-    fig, axes = new_figure(1, 2, size=(7.0, 3.0))
+    fig, axes = new_figure(1, 2, size=(7.0, 3.0), layout="constrained")
     for ax, (name, (steps, rets)) in zip(axes, curves.items(), strict=True):
         mean = rets.mean(0)
-        for r in rets:
-            ax.plot(steps, r, color=PALETTE[0], alpha=0.25, lw=0.8)
+        for k, r in enumerate(rets):
+            ax.plot(steps, r, color=PALETTE[0], alpha=0.35, lw=0.8,
+                    label="one seed" if k == 0 else None)
         ax.plot(steps, mean, color=PALETTE[0], lw=2, label=f"mean of {len(rets)} seeds")
         ax.set_title(ENVS[name])
         ax.set_xlabel("environment steps")
@@ -128,7 +130,7 @@ def _curves_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
 
 
 def _kl_figure(hist: dict[str, list[dict[str, np.ndarray]]], max_kl: float):
-    fig, axes = new_figure(1, 2, size=(7.0, 3.0))
+    fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
     for i, (name, runs) in enumerate(hist.items()):
         for k, h in enumerate(runs):
             steps = h["env_steps"]
@@ -138,17 +140,21 @@ def _kl_figure(hist: dict[str, list[dict[str, np.ndarray]]], max_kl: float):
                          label=ENVS[name] if k == 0 else None)
     axes[0].axhline(1.0, color="k", lw=1, ls="--", label=r"radius $\delta$")
     axes[0].set_ylabel(r"$\bar D_{\mathrm{KL}}(\pi_{\mathrm{old}}\,\|\,\pi_{\mathrm{new}})/\delta$")
-    axes[1].set_ylabel("fraction of full step kept")
+    axes[1].set_ylabel("fraction of the full step kept")
+    axes[0].set_title("KL of each update")
+    axes[1].set_title("Backtracking line search")
     for ax in axes:
         ax.set_xlabel("environment steps")
-        ax.legend(fontsize=9)
+    # below the panels: the points fill both axes
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+               fontsize=9, markerscale=3)
     axes[0].set_ylim(0, 1.15)
     axes[1].set_ylim(0, 1.05)
     return fig
 
 
 def _bound_figure(b: dict):
-    fig, axes = new_figure(1, 2, size=(7.0, 3.2))
+    fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
     ax = axes[0]
     a = b["alphas"]
     ax.plot(a, b["sweep_true"], color=PALETTE[0], lw=2, label=r"true $\eta(\tilde\pi)-\eta(\pi)$")
@@ -162,7 +168,9 @@ def _bound_figure(b: dict):
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel(r"step size $\alpha$ along $A_\pi$")
     ax.set_ylabel("change in return")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("One policy pair, growing step")
+    # below the panels: in the axes it would hide the bounds as they fall away
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
     ax = axes[1]
     for key, color, label in (("bound_tv", PALETTE[2], "TV form"),
                               ("bound_kl", PALETTE[3], "KL form")):
@@ -170,9 +178,11 @@ def _bound_figure(b: dict):
                 alpha=0.7, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide
     ax.set_xlabel(r"$\max_s D_{\mathrm{KL}}(\pi\,\|\,\tilde\pi)$ (nats)")
     ax.set_ylabel("true change minus bound")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Random policy pairs")
+    ax.legend(fontsize=9, loc="upper left", markerscale=3)
     return fig
 
 
