@@ -122,6 +122,15 @@ PEER = "breast_cancer/xgboost_test_logloss"
 
 #: Metric each task's curves use (the default of its objective in both libraries).
 METRIC = {"breast_cancer": "logloss", "diabetes": "rmse", "digits": "mlogloss"}
+#: The tasks and their metrics in words (figure labels).
+TASK_TITLES = {"breast_cancer": "breast cancer", "diabetes": "diabetes", "digits": "digits"}
+METRIC_LABELS = {"breast_cancer": "log loss", "diabetes": "RMSE",
+                 "digits": "multi-class log loss"}
+#: Sweep panel titles and the symbol of each swept hyper-parameter (Eqs. 1, 3 and 4).
+SWEEP_LABELS = {"reg_lambda": (r"L2 penalty $\lambda$", r"\lambda"),
+                "gamma": (r"split penalty $\gamma$", r"\gamma"),
+                "learning_rate": (r"learning rate $\eta$", r"\eta"),
+                "max_depth": ("maximum depth", r"\mathrm{depth}")}
 
 
 def load_splits(seed: int) -> dict[str, tuple[np.ndarray, ...]]:
@@ -234,19 +243,21 @@ def run(config: Config) -> Result:
                                  f"{task}/{prefix}best_valid_{METRIC[task]}": float(va.min())})
                 run.log(f"{task} {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
                         + f" ({secs:.2f} s)")
-        fig, axes = new_figure(1, 3, size="wide")
+        fig, axes = new_figure(1, 3, size="column_tall", layout="constrained")
         for ax, task in zip(axes, splits, strict=True):
             for who, color in (("ours", PALETTE[0]), ("xgboost", PALETTE[1])):
                 _, tr, va, _ = pairs[task][who]
                 rounds = np.arange(1, len(tr) + 1)
-                ax.plot(rounds, tr, color=color, ls="--", lw=1.2, label=f"{who} train")
-                ax.plot(rounds, va, color=color, lw=1.5, label=f"{who} valid")
-            ax.set(title=task, xlabel="round", ylabel=METRIC[task])
+                ax.plot(rounds, tr, color=color, ls="--", lw=1.2, label=f"{who}, training")
+                ax.plot(rounds, va, color=color, lw=1.5, label=f"{who}, validation")
+            ax.set(title=TASK_TITLES[task], xlabel="round", ylabel=METRIC_LABELS[task])
+            ax.set_xticks(np.arange(0, len(tr) + 1, max(len(tr) // 3, 1)))  # narrow panels
             if task != "diabetes":
                 ax.set_yscale("log")
-        axes[0].legend()
-        fig.suptitle(f"Same hyper-parameters (depth {cfg.max_depth}, eta {cfg.learning_rate}, "
-                     f"lambda {cfg.reg_lambda})")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4,
+                   fontsize=9)
+        fig.suptitle(f"Same hyper-parameters: depth {cfg.max_depth}, "
+                     rf"$\eta = {cfg.learning_rate:g}$, $\lambda = {cfg.reg_lambda:g}$")
         run.save_figure(fig, "curves")
 
         # breast_cancer again over several splits: 114 test rows make one split's log loss noisy
@@ -288,19 +299,21 @@ def run(config: Config) -> Result:
                              f"sweep/{tag}_mean_leaves": float(n_leaves)})
             run.log(f"sweep {param}={value:g}: best valid logloss {va.min():.4f} at round "
                     f"{int(va.argmin()) + 1}, final {va[-1]:.4f}, {n_leaves:.1f} leaves/tree")
-        fig, axes = new_figure(2, 2, size="grid", sharey=True)
-        for ax, (param, values) in zip(axes.ravel(), sweeps.items(), strict=True):
+        fig, axes = new_figure(2, 2, size="column_grid", sharey=True, layout="constrained")
+        for k, (ax, (param, values)) in enumerate(zip(axes.ravel(), sweeps.items(),
+                                                      strict=True)):
+            title, symbol = SWEEP_LABELS[param]
             for i, v in enumerate(values):
                 va = sweep_curves[param, v]
                 ax.plot(np.arange(1, len(va) + 1), va, color=PALETTE[i % len(PALETTE)],
-                        label=f"{param} = {v:g}")
-            ax.set(title=f"varying {param}", xlabel="round", ylabel="validation log loss",
-                   yscale="log")
-            ax.legend(fontsize=8)
-        fig.suptitle("breast_cancer: one hyper-parameter at a time "
-                     f"(others: depth {cfg.max_depth}, eta {cfg.learning_rate}, "
-                     f"lambda {cfg.reg_lambda}, gamma {cfg.gamma})")
-        fig.tight_layout()
+                        label=rf"${symbol} = {v:g}$")
+            ax.set(title=title, xlabel="round" if k >= 2 else None,
+                   ylabel="validation log loss" if k % 2 == 0 else None, yscale="log")
+            ax.legend(fontsize=9, ncol=2, loc="upper right", handlelength=1.2,
+                      columnspacing=0.8)
+        fig.suptitle(f"Breast cancer, one at a time; others: depth {cfg.max_depth}, "
+                     rf"$\eta = {cfg.learning_rate:g}$, $\lambda = {cfg.reg_lambda:g}$, "
+                     rf"$\gamma = {cfg.gamma:g}$")
         run.save_figure(fig, "sweeps")
 
         # --- 3. importances of the breast_cancer model -----------------------------------
@@ -313,14 +326,17 @@ def run(config: Config) -> Result:
             v = np.array([score.get(f"f{j}", 0.0) for j in range(len(names))])
             imp[k] = v / max(v.sum(), 1e-300)
         top = np.argsort(imp["gain"])[::-1][:10]
-        fig, ax = new_figure(size="wide")
+        fig, ax = new_figure(size="column_tall", layout="constrained")
         pos = np.arange(len(top))
+        kind_labels = {"gain": "gain", "weight": "weight (number of splits)",
+                       "cover": "cover (hessian sum)"}
         for i, k in enumerate(kinds):
-            ax.barh(pos + (i - 1) * 0.27, imp[k][top], height=0.27, color=PALETTE[i], label=k)
+            ax.barh(pos + (i - 1) * 0.27, imp[k][top], height=0.27, color=PALETTE[i],
+                    label=kind_labels[k])
         ax.set_yticks(pos, [names[j] for j in top])
         ax.invert_yaxis()
-        ax.set(xlabel="share of total importance", title="breast_cancer: top 10 features by gain")
-        ax.legend()
+        ax.set(xlabel="share of total importance", title="Breast cancer: top 10 features by gain")
+        ax.legend(loc="lower right")
         run.save_figure(fig, "importance")
         for k in kinds:
             j = int(np.argmax(imp[k]))
@@ -330,8 +346,9 @@ def run(config: Config) -> Result:
                          "importance/top_gain_feature_weight_rank": float(rank_weight[top[0]] + 1)})
 
         # --- 4. first order (hess = 1) vs second order (logistic hessian) -----------------
-        runs_fo = [("second order, eta", 1.0, False)]
-        runs_fo += [(f"first order (hess=1), {f:g}·eta", f, True)
+        runs_fo = [(r"second order, step $\eta$", 1.0, False)]
+        runs_fo += [(r"first order ($h_i = 1$), step $"
+                     + (r"\eta" if f == 1 else rf"{f:g}\,\eta") + "$", f, True)
                     for f in cfg.first_order_lr_factors]
         fig, ax = new_figure()
         for i, (label, factor, first) in enumerate(run.track(runs_fo, "first vs second order")):
@@ -347,7 +364,7 @@ def run(config: Config) -> Result:
             run.log(f"{label}: best valid logloss {va.min():.4f} at round {va.argmin() + 1}, "
                     f"final {va[-1]:.4f}")
         ax.set(xlabel="round", ylabel="validation log loss", yscale="log",
-               title=f"breast_cancer: first- vs second-order boosting (eta = {cfg.learning_rate})")
+               title=rf"Breast cancer: first- vs second-order ($\eta = {cfg.learning_rate:g}$)")
         ax.legend()
         run.save_figure(fig, "first_vs_second_order")
 
@@ -366,6 +383,8 @@ def run(config: Config) -> Result:
 #: diabetes features constrained to be increasing in the monotone section (both rise with
 #: disease progression in the data): body-mass index and the log triglycerides s5.
 MONOTONE_FEATURES = {"bmi": 2, "s5": 8}
+#: Panel titles of the monotone figure, in words.
+MONOTONE_TITLES = {"bmi": "body-mass index (bmi)", "s5": "log triglycerides (s5)"}
 
 
 def partial_dependence(model, X: np.ndarray, feature: int, grid: np.ndarray) -> np.ndarray:
@@ -392,7 +411,8 @@ def monotone_section(run, cfg: Config, data) -> None:
     for label, model in run.track(list(models.items()), "monotone"):
         model.fit(Xtr, ytr)
         run.log_metrics({f"monotone/{tags[label]}_test_rmse": rmse(yte, model.predict(Xte))})
-    fig, axes = new_figure(1, len(MONOTONE_FEATURES), size="wide", sharey=True)
+    fig, axes = new_figure(1, len(MONOTONE_FEATURES), size="column_tall", sharey=True,
+                           layout="constrained")
     decreases = dict.fromkeys(tags.values(), 0)
     for ax, (name, j) in zip(axes, MONOTONE_FEATURES.items(), strict=True):
         grid = np.quantile(Xtr[:, j], np.linspace(0.02, 0.98, 60))
@@ -402,9 +422,11 @@ def monotone_section(run, cfg: Config, data) -> None:
             ax.plot(grid, pd_curve, color=PALETTE[i], lw=1.6, ls="--" if i == 2 else "-",
                     label=label)
         ax.plot(Xtr[:, j], np.full(len(Xtr), ax.get_ylim()[0]), "|", color="0.6", ms=6)
-        ax.set(title=f"diabetes: partial dependence on {name}", xlabel=f"{name} (standardised)",
-               ylabel="mean predicted progression")
-    axes[0].legend()
+        ax.set(title=MONOTONE_TITLES[name], xlabel=f"{name} (standardised)")
+    axes[0].set_ylabel("mean predicted progression")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+               fontsize=9)
+    fig.suptitle("Diabetes: partial dependence, with and without monotone constraints")
     run.save_figure(fig, "monotone")
     run.log_metrics({f"monotone/{t}_pd_decreases": float(v) for t, v in decreases.items()})
     run.log("monotone: partial-dependence decreases " + ", ".join(
@@ -428,6 +450,10 @@ def categorical_data(n: int, n_levels: int, seed: int):
 #: The encodings and libraries compared on :func:`categorical_data`.
 CATEGORICAL_METHODS = ("ours native", "ours one-hot", "ours codes", "xgboost native",
                        "xgboost one-hot", "lightgbm native")
+#: Their labels in the figure.
+CATEGORICAL_LABELS = {"ours native": "ours, native", "ours one-hot": "ours, one-hot",
+                      "ours codes": "ours, integer codes", "xgboost native": "xgboost, native",
+                      "xgboost one-hot": "xgboost, one-hot", "lightgbm native": "LightGBM, native"}
 
 
 def categorical_inputs(method: str, c: np.ndarray, x: np.ndarray, n_levels: int) -> np.ndarray:
@@ -496,7 +522,7 @@ def categorical_section(run, cfg: Config) -> None:
                          f"categorical/{tag}_fit_s": secs})
         run.log(f"categorical {method}: test logloss {loss:.4f}, accuracy {acc:.4f}, "
                 f"fit {secs:.2f} s ({X.shape[1]} columns)")
-    fig, axes = new_figure(1, 2, size="wide")
+    fig, axes = new_figure(1, 2, size="column", layout="constrained")
     pos = np.arange(len(CATEGORICAL_METHODS))
     colors = [PALETTE[0] if m.startswith("ours") else PALETTE[1] if m.startswith("xgboost")
               else PALETTE[2] for m in CATEGORICAL_METHODS]
@@ -504,15 +530,17 @@ def categorical_section(run, cfg: Config) -> None:
                          (axes[1], 1, "fit time (s)")):
         values = np.array([results[m][k] for m in CATEGORICAL_METHODS])
         ax.barh(pos, values, color=colors)
-        ax.set_yticks(pos, list(CATEGORICAL_METHODS) if k == 0 else [""] * len(pos))
+        ax.set_yticks(pos, [CATEGORICAL_LABELS[m] for m in CATEGORICAL_METHODS] if k == 0
+                      else [""] * len(pos))
         ax.invert_yaxis()
         ax.set(xlabel=label)
         if k == 0:  # the losses differ in the second decimal: start the axis near them
             span = values.max() - values.min()
             ax.set_xlim(values.min() - span, values.max() + 0.3 * span)
-    axes[0].set_title(f"{cfg.cat_levels} categories, {n_train} training rows")
-    axes[1].set_title(f"{cfg.cat_rounds} rounds, depth {cfg.max_depth}, one fit each")
-    fig.tight_layout()
+    axes[0].set_title("test log loss")
+    axes[1].set_title("fit time, one fit each")
+    fig.suptitle(f"{cfg.cat_levels} categories, {n_train} training rows, "
+                 f"{cfg.cat_rounds} rounds of depth {cfg.max_depth}")
     run.save_figure(fig, "categorical")
 
 
@@ -544,7 +572,7 @@ def shap_section(run, model, X: np.ndarray, names, max_features: int = 10) -> No
     j, k = top[0], top[1]
     sc = ax2.scatter(X[:, j], phi[:, j], c=X[:, k], cmap="coolwarm", s=6, alpha=0.8,
                      linewidths=0)
-    ax2.set(xlabel=str(names[j]), ylabel=rf"$\phi$ of {names[j]}", title="dependence")
+    ax2.set(xlabel=str(names[j]), ylabel=rf"$\phi$ of {names[j]}", title="dependence, top feature")
     cb = fig.colorbar(sc, ax=ax2)
     cb.set_label(str(names[k]), fontsize=9)
     fig.tight_layout()
@@ -602,13 +630,17 @@ def ranking_section(run, cfg) -> None:
         for who in ("ours", "xgboost"):
             c = curves[who, objective]
             ax.plot(np.arange(1, len(c) + 1), c, color=PALETTE[i], ls=styles[who], lw=1.5,
-                    label=f"{who}, {objective}")
+                    label=f"{who}, {RANK_LABELS[objective]}")
     ax.axhline(oracle, color="0.3", lw=1, ls=":", label="ranking by the true score")
     ax.set(xlabel="round", ylabel="validation NDCG@10",
            title=f"{cfg.rank_queries} training queries of {cfg.rank_docs} documents")
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right", ncol=2)
     fig.tight_layout()
     run.save_figure(fig, "ranking")
+
+
+#: The ranking objectives in words.
+RANK_LABELS = {"rank:ndcg": "LambdaMART", "rank:pairwise": "pairwise (RankNet)"}
 
 
 def objective_data(name: str, n: int, seed: int):
