@@ -173,13 +173,21 @@ def eval_schedule(steps: int, n_evals: int) -> list[int]:
     return sorted({0, *(round(steps * (i + 1) / n_evals) for i in range(n_evals))})
 
 
+def _two_lines(label: str) -> str:
+    """A legend label broken once (at ", " or " + ") for a narrow row label."""
+    for sep, brk in ((", ", ",\n"), (" + ", " +\n")):
+        if sep in label:
+            return label.replace(sep, brk, 1)
+    return label
+
+
 def plot_clouds(results: dict[str, dict], toy: Toy, columns: list[int], title: str):
     """Rows: methods; columns: the generator's samples at ``columns`` (indices into the
     evaluation steps); the mixture's centres as crosses."""
     mixture = toy.build()
     names = list(results)
     fig, axes = new_figure(len(names), len(columns),
-                           size=(1.45 * len(columns) + 0.4, 1.5 * len(names) + 0.4),
+                           size=(min(7.0, 1.6 * len(columns) + 0.6), 1.6 * len(names) + 0.5),
                            squeeze=False, constrained_layout=True)
     lim = (mixture.bounds[0] - 0.3, mixture.bounds[1] + 0.3)
     for r, name in enumerate(names):
@@ -193,19 +201,21 @@ def plot_clouds(results: dict[str, dict], toy: Toy, columns: list[int], title: s
             ax.set(xlim=lim, ylim=lim, xticks=[], yticks=[], aspect="equal")
             ax.grid(False)
             if r == 0:
-                ax.set_title(f"step {res['steps'][idx]}", fontsize=9)
+                ax.set_title(f"step {res['steps'][idx]}", fontsize=10)
             if c == 0:
-                ax.set_ylabel(LABELS[name], fontsize=8)
-            ax.text(0.03, 0.03, f"{res['modes_covered'][idx]:.0f} modes", fontsize=7,
+                ax.set_ylabel(_two_lines(LABELS[name]), fontsize=9)
+            covered = int(res["modes_covered"][idx])
+            ax.text(0.03, 0.03, f"{covered} mode" + ("" if covered == 1 else "s"), fontsize=9,
                     transform=ax.transAxes)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
 def plot_coverage(results_by_toy: dict[str, dict[str, dict]], n_modes: dict[str, int]):
-    """Modes covered (top) and high-quality fraction (bottom) against step, one column a toy."""
+    """Modes covered (top) and high-quality fraction (bottom) against step, one column a toy;
+    the legend below the panels."""
     toys = list(results_by_toy)
-    fig, axes = new_figure(2, len(toys), size=(3.4 * len(toys), 5.2), squeeze=False,
+    fig, axes = new_figure(2, len(toys), size=(min(7.0, 3.5 * len(toys)), 5.6), squeeze=False,
                            constrained_layout=True)
     for c, toy in enumerate(toys):
         for name, res in results_by_toy[toy].items():
@@ -217,7 +227,9 @@ def plot_coverage(results_by_toy: dict[str, dict[str, dict]], n_modes: dict[str,
         axes[0, c].set(title=f"{toy}: {n_modes[toy]} modes", ylabel="modes covered",
                        ylim=(0, n_modes[toy] + 1))
         axes[1, c].set(xlabel="generator step", ylabel="high-quality fraction", ylim=(0, 1))
-    axes[0, 0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=9,
+               ncol=1 if len(toys) == 1 else min(len(labels), 2))
     return fig
 
 
@@ -307,7 +319,7 @@ def plot_digits(results: dict[str, dict], test_fid: float):
     from deepnotes.experiments._diffusion_digits import image_grid
 
     names = list(results)
-    fig, axes = new_figure(1, 1 + len(names), size=(min(7.0, 3.4 + 2.4 * len(names)), 3.0),
+    fig, axes = new_figure(1, 1 + len(names), size=(min(7.0, 3.4 + 2.4 * len(names)), 3.4),
                            constrained_layout=True, squeeze=False)
     axes = axes[0]
     ax = axes[0]
@@ -315,8 +327,10 @@ def plot_digits(results: dict[str, dict], test_fid: float):
         ax.plot(res["steps"], res["fid"], marker="o", color=COLORS[name], label=LABELS[name])
     ax.axhline(test_fid, color="0.4", ls=":", label="test split (floor)")
     ax.set(xlabel="generator step", ylabel="digits FID", yscale="log", title="FID over training")
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=9,
+               ncol=min(len(labels), 2))
     for a, (name, res) in zip(axes[1:], results.items(), strict=True):
         image_grid(a, res["samples"], nrow=8)
-        a.set_title(SHORT[name], fontsize=9)
+        a.set_title(SHORT[name], fontsize=10)
     return fig

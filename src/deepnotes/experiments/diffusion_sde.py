@@ -176,7 +176,7 @@ SAMPLERS = {"em": "reverse SDE (Euler–Maruyama)", "pc": "predictor–corrector
 def _forward_figure(run, x0: torch.Tensor):
     times = (0.0, 0.1, 0.3, 0.6, 1.0)
     procs = {"VP": VPLinear(), "sub-VP": SubVP(), "VE": VE(0.01, 10.0)}
-    fig, axes = new_figure(len(procs), len(times), size=(12, 7.4))
+    fig, axes = new_figure(len(procs), len(times), size=(7.0, 5.6), layout="constrained")
     gen = torch.Generator().manual_seed(0)
     for r, (name, proc) in enumerate(procs.items()):
         for c, t in enumerate(times):
@@ -185,15 +185,20 @@ def _forward_figure(run, x0: torch.Tensor):
             xt = proc.q_sample(x0, tt, noise).numpy()
             a, s = float(proc.alpha(tt[:1])), float(proc.sigma(tt[:1]))
             half = max(3.5, 3.0 * s + 3.0 * a)
-            scatter(axes[r, c], xt, (-half, half),
-                    f"{name} t={t:g}\nα={a:.2f} σ={s:.2f}", color=PALETTE[r])
-    fig.suptitle("Forward noising x_t = α_t x_0 + σ_t ε (VE panels zoom out)")
+            head = rf"$t={t:g}$" + "\n" if r == 0 else ""
+            scatter(axes[r, c], xt, (-half, half), head + rf"$\alpha={a:.2f},\ \sigma={s:.2f}$",
+                    color=PALETTE[r])
+            axes[r, c].title.set_fontsize(9)
+        axes[r, 0].set_ylabel(name)
+    fig.suptitle(r"Forward noising $x_t = \alpha_t x_0 + \sigma_t \varepsilon$"
+                 " (VE panels zoom out)")
     run.save_figure(fig, "forward_noising")
 
 
 def _score_figure(run, dens, x_data, sigmas):
     ticks, pts = grid(BOUNDS, 17)
-    fig, axes = new_figure(2, len(sigmas), size=(3.4 * len(sigmas), 7), squeeze=False)
+    fig, axes = new_figure(2, len(sigmas), size=(7.0, 5.4), squeeze=False,
+                           layout="constrained")
     for r, name in enumerate(("exact", "learned")):
         for c, s in enumerate(sigmas):
             sig = torch.full((pts.shape[0],), s, dtype=torch.float64)
@@ -201,16 +206,17 @@ def _score_figure(run, dens, x_data, sigmas):
                 # σ² ∇log p_σ(x) = D(x; σ) − x (Eq. 7): the arrow ends at the denoised point
                 field = (dens[name](pts, sig) - pts).numpy()
             ax = axes[r, c]
-            scatter(ax, x_data, BOUNDS, f"{name} score, σ = {s:g}", color=PALETTE[7])
+            scatter(ax, x_data, BOUNDS, rf"{name} score, $\sigma = {s:g}$", color=PALETTE[7])
             ax.quiver(pts[:, 0], pts[:, 1], field[:, 0], field[:, 1], color=PALETTE[r],
                       angles="xy", scale_units="xy", scale=1.0, width=0.004, alpha=0.8)
-    fig.suptitle("σ²∇log p_σ(x) = D(x; σ) − x: exact mixture (top) vs trained VP model (bottom)")
+    fig.suptitle(r"$\sigma^2 \nabla_x \log p_\sigma(x) = D(x; \sigma) - x$:"
+                 "\nexact mixture (top), trained VP model (bottom)")
     run.save_figure(fig, "score_fields")
 
 
 def _trajectory_figure(run, dens, process, data, n_paths: int, n_steps: int):
     sigmas = process_sigmas(process, n_steps, T_EPS, 1.0)
-    fig, axes = new_figure(2, 2, size="grid")
+    fig, axes = new_figure(2, 2, size=(7.0, 7.0), layout="constrained")
     for r, name in enumerate(("exact", "learned")):
         start = float(sigmas[0]) * torch.randn(
             n_paths, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -230,8 +236,9 @@ def _trajectory_figure(run, dens, process, data, n_paths: int, n_steps: int):
             ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=14, marker="x", color=PALETTE[3],
                        label="end")
             ax.set(title=f"{name} score: {label}")
-        axes[r, 0].legend(loc="lower left")
-    fig.suptitle(f"Reverse-time paths from the same noise (VP, {n_steps} steps, shown as x_t)")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9, markerscale=1.5)
+    fig.suptitle(f"Reverse-time paths from the same noise (VP, {n_steps} steps, shown as $x_t$)")
     run.save_figure(fig, "trajectories")
 
 
@@ -297,7 +304,7 @@ def run(config: Config) -> Result:
             run.log_metrics({key: sw(out, data), key.replace("sw_", "nfe_"): info["nfe"]})
             curves[who, "rk45"] = [(info["nfe"], run.metrics[key])]
 
-        fig, ax = new_figure(size="single")
+        fig, ax = new_figure(size="column_tall", layout="constrained")
         for i, kind in enumerate(SAMPLERS):
             for who, ls in (("learned", "-"), ("exact", "--")):
                 c, v = zip(*curves[who, kind], strict=True)
@@ -308,8 +315,8 @@ def run(config: Config) -> Result:
             ax.plot([c], [v], m, ms=10, color=PALETTE[4], label=f"RK45 ODE ({who})")
         ax.axhline(floor, color=PALETTE[7], lw=1, ls=":", label="data vs data (floor)")
         ax.set(xscale="log", yscale="log", xlabel="function evaluations (NFE)",
-               ylabel="sliced W₂ to data", title="VP model (solid) and exact score (dashed)")
-        ax.legend(fontsize=7)
+               ylabel=r"sliced $W_2$ to data", title="VP model (solid) and exact score (dashed)")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=9)
         run.save_figure(fig, "quality_vs_nfe")
 
         run.log(f"RK45 ODE: SW {run.metrics['gmm/sw_ode']:.4f} with {info['nfe']} NFE")
@@ -333,16 +340,18 @@ def run(config: Config) -> Result:
             "gmm/nll_learned_nats": -float(ll_learned[m:].mean()),
         })
         n = config.grid_n
-        fig, axes = new_figure(1, 4, size=(14, 3.8))
+        fig, axes = new_figure(2, 2, size=(7.0, 6.4), layout="constrained")
+        axes = axes.ravel()
         vmax = float(true.max())
         for ax, vals, title in zip(axes[:3], (true, ll_exact, ll_learned), (
-                "true log p (mixture)", "exact-score ODE log p", "learned-model ODE log p"),
-                strict=True):
+                r"true $\log p$ (mixture)", r"exact-score ODE $\log p$",
+                r"learned-model ODE $\log p$"), strict=True):
             im = heatmap(ax, vals[:m].reshape(n, n).numpy(), BOUNDS, title, vmin=vmax - 12,
                          vmax=vmax)
         fig.colorbar(im, ax=axes[2], fraction=0.046)
         err = (ll_exact - true)[:m].abs().clamp_min(1e-12).log10().reshape(n, n).numpy()
-        im = heatmap(axes[3], err, BOUNDS, "log10 |exact-score ODE − true|", cmap="magma")
+        im = heatmap(axes[3], err, BOUNDS, r"$\log_{10}|$exact-score ODE $-$ true$|$",
+                     cmap="magma")
         fig.colorbar(im, ax=axes[3], fraction=0.046)
         run.save_figure(fig, "likelihood")
         run.log(f"likelihood: test NLL {run.metrics['gmm/nll_learned_nats']:.3f} nats (true "
@@ -399,7 +408,11 @@ def _digits_likelihood(run, config: Config):
     run.log(f"digits: {float(test_bpd.mean()):.4f} ± {float(test_bpd.std()) / math.sqrt(n):.4f} "
             f"bits/dim on {n} test images ({nfe} NFE); train {float(train_bpd.mean()):.4f}")
 
-    fig, axes = new_figure(1, 3, size=(14, 4.4))
+    fig, grid_axes = new_figure(2, 2, size=(7.0, 6.8), layout="constrained")
+    spec = grid_axes[1, 0].get_gridspec()
+    for a in grid_axes[1]:
+        a.remove()
+    axes = [grid_axes[0, 0], grid_axes[0, 1], fig.add_subplot(spec[1, :])]
     ax = axes[0]
     bins = np.linspace(float(min(test_bpd.min(), train_bpd.min())),
                        float(max(test_bpd.max(), train_bpd.max())), 30)
@@ -408,15 +421,15 @@ def _digits_likelihood(run, config: Config):
                 label=f"{name}: mean {float(vals.mean()):.3f}")
         ax.axvline(float(vals.mean()), color=PALETTE[i], lw=1.5)
     ax.set(xlabel="bits/dim (17-level convention)", ylabel="images",
-           title=f"ODE bits/dim per image, σ from {lims[0]:g} to {lims[1]:g}")
-    ax.legend(fontsize=8)
+           title="ODE bits/dim per image,\n" + rf"$\sigma$ from {lims[0]:g} to {lims[1]:g}")
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax = axes[1]
     for i in range(k):
         ax.scatter(np.full(m, i), per_probe[i].numpy(), s=10, color=PALETTE[0], alpha=0.6)
         ax.errorbar(i + 0.25, float(per_probe[i].mean()), yerr=float(per_probe[i].std()),
                     fmt="o", color=PALETTE[3], ms=4, capsize=3)
-    ax.set(xlabel=f"test image ({m} probes each; mean ± sd)", ylabel="bits/dim",
-           xticks=range(k), title=f"Hutchinson probe sd {probe_sd:.3f} (images: "
+    ax.set(xlabel=f"test image ({m} probes each;\n" + r"mean $\pm$ sd)", ylabel="bits/dim",
+           xticks=range(k), title=f"Hutchinson probe sd {probe_sd:.3f}\n(sd over images "
                                   f"{float(test_bpd.std()):.3f})")
     ax = axes[2]
     costs = [c for _, _, c in sweep]
@@ -424,17 +437,17 @@ def _digits_likelihood(run, config: Config):
     ax.plot(costs, means, "o-", color=PALETTE[1])
     for (tol, _, _), c, v in zip(sweep, costs, means, strict=True):
         ax.annotate(f"tol {tol:g}", (c, v), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
+                    fontsize=9)
     ax.set(xlabel="RK45 function evaluations (NFE)",
            ylabel=f"mean bits/dim ({sub.shape[0]} test images)",
            title="Convergence in the solver tolerance")
-    fig.tight_layout()
     run.save_figure(fig, "digits_likelihood")
 
 
 def _extra_toys(run, config: Config, process, vp_sigmas):
     names = config.extra_toys
-    fig, axes = new_figure(len(names), 4, size=(13, 3.4 * len(names)), squeeze=False)
+    fig, axes = new_figure(len(names), 4, size=(7.0, 2.3 * len(names)), squeeze=False,
+                           layout="constrained")
     sig_min = float(process.sigma_of_t(T_EPS))
     sig_max = float(process.sigma_of_t(1.0))
     for r, name in enumerate(names):
@@ -464,10 +477,12 @@ def _extra_toys(run, config: Config, process, vp_sigmas):
         n = config.grid_n
         vmax = float(np.max(true_grid))
         scatter(axes[r, 0], data.numpy(), bounds, f"{name}: data")
-        scatter(axes[r, 1], ode.numpy(), bounds, f"RK45 ODE samples ({info['nfe']} NFE)",
+        scatter(axes[r, 1], ode.numpy(), bounds, f"RK45 ODE samples\n({info['nfe']} NFE)",
                 color=PALETTE[1])
         heatmap(axes[r, 2], np.maximum(true_grid, vmax - 12).reshape(n, n), bounds,
-                "true log p", vmin=vmax - 12, vmax=vmax)
-        heatmap(axes[r, 3], ll[:m].reshape(n, n).numpy(), bounds, "learned ODE log p",
+                r"true $\log p$", vmin=vmax - 12, vmax=vmax)
+        heatmap(axes[r, 3], ll[:m].reshape(n, n).numpy(), bounds, "learned ODE\n" + r"$\log p$",
                 vmin=vmax - 12, vmax=vmax)
+        for ax in axes[r]:
+            ax.title.set_fontsize(10)
     run.save_figure(fig, "toys")

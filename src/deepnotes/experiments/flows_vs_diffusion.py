@@ -220,11 +220,12 @@ def run(config: Config) -> Result:
         torch.set_num_threads(config.threads)
         cfg = config
         n_t = len(cfg.toys)
-        fig_d, ax_d = new_figure(n_t, 3, size=(8.4, 2.8 * n_t), squeeze=False)
-        fig_s, ax_s = new_figure(n_t, 3, size=(8.4, 2.8 * n_t), squeeze=False)
+        fig_d, ax_d = new_figure(n_t, 3, size=(7.0, 2.45 * n_t), squeeze=False)
+        fig_s, ax_s = new_figure(n_t, 3, size=(7.0, 2.45 * n_t), squeeze=False)
         fig_t, ax_t = new_figure(n_t, 2, size=(5.6, 2.8 * n_t), squeeze=False)
         fig_g, ax_g = new_figure(1, 2, size=(5.6, 3.0), squeeze=False)
-        fig_c, ax_c = new_figure(1, n_t, size=(4.2 * n_t, 3.2), squeeze=False)
+        fig_c, ax_c = new_figure(1, n_t, size=(min(7.0, 3.5 * n_t), 3.4), squeeze=False,
+                                 layout="constrained")
         totals = {"ml": [], "fm": [], "true": []}
         first_ml = None
         for row, toy_name in enumerate(cfg.toys):
@@ -264,13 +265,13 @@ def run(config: Config) -> Result:
                 secs, nlls = zip(*curve, strict=True)
                 ax_c[0, row].plot(secs, nlls, marker="o", color=PALETTE[col - 1], label=label)
                 if row == 0:
-                    plot_data_to_noise(ax_g[0, col - 1], toy, model, f"{label}: data -> z")
+                    plot_data_to_noise(ax_g[0, col - 1], toy, model,
+                                       rf"{label}: data $\to z$")
                     if method == "ml":
                         first_ml = (model, toy)
             ax_c[0, row].axhline(true_nll, color=PALETTE[7], ls="--", lw=1, label="true NLL")
             ax_c[0, row].set(xlabel="training time (s)", ylabel="test NLL (nats)",
                              title=toy_name)
-            ax_c[0, row].legend()
             exact_cnf = oracle(toy)
             if exact_cnf is not None:
                 n_or = min(cfg.n_test, 1000)
@@ -289,6 +290,8 @@ def run(config: Config) -> Result:
                          "toy/true_test_nll_nats": float(np.mean(totals["true"])),
                          "toy/ml_train_nfe_per_step": 4 * cfg.rk4_steps,
                          "toy/fm_train_nfe_per_step": 1})
+        fig_c.legend(*ax_c[0, 0].get_legend_handles_labels(), loc="outside lower center",
+                     ncol=3, fontsize=9)
         for fig, name in ((fig_d, "densities"), (fig_s, "samples"), (fig_t, "trajectories"),
                           (fig_g, "data_to_noise"), (fig_c, "learning_curves")):
             run.save_figure(fig, name)
@@ -301,15 +304,16 @@ def run(config: Config) -> Result:
             f"{p} std {study[f'trace/{p}_logp_std_nats']:.3f} nats" for p in errors)
             + f"; ML step exact {study['trace/exact_ml_step_ms']:.1f} ms, Hutchinson "
             f"{study['trace/hutchinson_ml_step_ms']:.1f} ms")
-        fig, axes = new_figure(1, 2, size="wide")
+        fig, axes = new_figure(1, 2, size="column_tall", layout="constrained")
         hi = max(float(np.abs(e).max()) for e in errors.values())
         bins = np.linspace(-hi, hi, 50)
         for i, (probe, err) in enumerate(errors.items()):
-            axes[0].hist(err, bins=bins, alpha=0.5, color=PALETTE[i], label=f"{probe} probe")
-        axes[0].set(xlabel="Hutchinson log p − exact log p (nats)", ylabel="count", yscale="log",
-                    title=f"One-probe log-density error ({toy.name}, ML CNF)")
-        axes[0].legend()
-        names = ["ML, exact trace", "ML, Hutchinson", "flow matching"]
+            axes[0].hist(err, bins=bins, alpha=0.5, color=PALETTE[i],
+                         label=f"{probe.capitalize()} probe")
+        axes[0].set(xlabel=r"Hutchinson $\log p$ $-$ exact $\log p$ (nats)", ylabel="count",
+                    yscale="log", title=f"One-probe log-density error\n({toy.name}, ML CNF)")
+        axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
+        names = ["ML,\nexact trace", "ML,\nHutchinson", "flow\nmatching"]
         times = [study["trace/exact_ml_step_ms"], study["trace/hutchinson_ml_step_ms"],
                  run.metrics[f"toy/{toy.name}_fm_step_ms"]]
         axes[1].bar(names, times, color=PALETTE[:3])

@@ -97,7 +97,7 @@ def _saturation_figure():
     ax.set(xlabel=r"$D(G(z))$", ylabel=r"$|\partial L_G / \partial \ell|$ per sample",
            title="Generator gradient at the discriminator's logit")
     ax.axvspan(0, 0.1, color="0.9", zorder=0)
-    ax.text(0.02, 0.5, "early training:\nD rejects fakes", fontsize=8)
+    ax.text(0.02, 0.5, "early training:\n$D$ rejects fakes", fontsize=9)
     ax.legend(fontsize=9)
     return fig
 

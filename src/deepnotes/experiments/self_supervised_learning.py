@@ -225,9 +225,9 @@ def _views_figure(cfg: Config, x: torch.Tensor, masked_model: nn.Module, seed: i
             ax.set_yticks([])
             ax.grid(False)
             if i == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(title, fontsize=10)
     fig.suptitle("SimCLR views (Augment) and masked prediction (hidden patches tinted)",
-                 fontsize=10)
+                 fontsize=11)
     return fig
 
 
@@ -237,7 +237,7 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
 
 
 def _loss_figure(cfg: Config, simclr_loss: np.ndarray, mask_loss: np.ndarray, n: int):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.2), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", constrained_layout=True)
     k = max(1, len(simclr_loss) // 50)
     steps = np.arange(len(simclr_loss))
     ax1.plot(steps, simclr_loss, color=PALETTE[0], alpha=0.25, lw=0.8)
@@ -246,7 +246,6 @@ def _loss_figure(cfg: Config, simclr_loss: np.ndarray, mask_loss: np.ndarray, n:
     ax1.axhline(ssl.nt_xent_minimum(n, cfg.tau), color=PALETTE[3], ls="--",
                 label="identical-view minimum (Eq. 3)")
     ax1.set(xlabel="step", ylabel="loss (nats)", title=rf"SimCLR, $N={n}$, $\tau={cfg.tau:g}$")
-    ax1.legend(fontsize=8, loc="center right")
     k = max(1, len(mask_loss) // 50)
     steps = np.arange(len(mask_loss))
     ax2.plot(steps, mask_loss, color=PALETTE[2], alpha=0.25, lw=0.8)
@@ -254,12 +253,14 @@ def _loss_figure(cfg: Config, simclr_loss: np.ndarray, mask_loss: np.ndarray, n:
              label="MSE on hidden pixels (Eq. 4)")
     ax2.set(xlabel="step", ylabel="mean squared error", yscale="log",
             title=f"masked prediction, {100 * cfg.mask_ratio:g}% of patches hidden")
-    ax2.legend(fontsize=8)
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", fontsize=9, ncol=2)
     return fig
 
 
 def _efficiency_figure(cfg: Config, acc: dict, n_labels: dict):
-    fig, ax = new_figure(size=(6.0, 4.0))
+    fig, ax = new_figure(size=(6.0, 4.0), constrained_layout=True)
     xs = [n_labels[f] for f in cfg.fractions]
     for m in METHODS:
         mean = [100 * np.mean(acc[m][f]) for f in cfg.fractions]
@@ -272,7 +273,7 @@ def _efficiency_figure(cfg: Config, acc: dict, n_labels: dict):
     ax.set(xlabel="labelled training images (share of the training split)",
            ylabel="linear-probe test accuracy (%)",
            title="Label efficiency of frozen encoders")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     return fig
 
 
@@ -294,11 +295,12 @@ def _embedding_figure(cfg: Config, feats: dict, y: np.ndarray, seed: int):
             ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=plt.cm.tab10(c), label=str(c))
             cx, cy = np.median(xy[sel], axis=0)
             ax.text(cx, cy, str(c), fontsize=10, fontweight="bold", ha="center", va="center")
-        ax.set_title(LABELS[name] + (" (100% labels)" if name == "supervised" else ""), fontsize=9)
+        ax.set_title(LABELS[name] + (" (100% labels)" if name == "supervised" else ""),
+                     fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     method = "t-SNE" if cfg.embedding == "tsne" else "PCA"
-    fig.suptitle(f"{method} of the test-set representations, coloured by digit", fontsize=10)
+    fig.suptitle(f"{method} of the test-set representations, coloured by digit", fontsize=11)
     return fig
 
 

@@ -269,7 +269,7 @@ def train_prior(config: Config, codes_train, codes_test, name: str, run) -> tupl
 
 # --------------------------------------------------------------------------- figures --
 def _usage_figure(curves: dict, k: int):
-    fig, axes = new_figure(1, 2, size=(7.0, 3.0), constrained_layout=True)
+    fig, axes = new_figure(1, 2, size="column_tall", constrained_layout=True)
     for name, c in curves.items():
         axes[0].plot(c["steps"], 100 * np.asarray(c["usage"]), marker="o", ms=3,
                      color=COLORS[name], label=LABELS[name])
@@ -279,8 +279,10 @@ def _usage_figure(curves: dict, k: int):
     axes[1].axhline(k, color="0.5", ls=":", label=f"$K = {k}$ (uniform use)")
     axes[1].set(xlabel="training step", ylabel="perplexity (codes)", title="Code perplexity",
                 ylim=(0, 1.05 * k))
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += axes[1].get_legend_handles_labels()[0]
+    labels += axes[1].get_legend_handles_labels()[1]
+    fig.legend(handles, labels, loc="outside lower center", fontsize=9, ncol=3)
     return fig
 
 
@@ -309,7 +311,7 @@ def _vqgan_figure(history: dict, vqvae_rec: list[float], window: int):
         axes[1].plot(np.arange(len(s)) + 1, s, color=COLORS[name], label=LABELS[name])
     axes[1].set(xlabel="step after part 1", ylabel="train squared error", yscale="log",
                 title="Reconstruction error (smoothed)")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9)
     return fig
 
 
@@ -322,7 +324,7 @@ def _samples_figure(x_train, samples: dict):
 
 
 def _bits_figure(curves: dict, uniform: float):
-    fig, ax = new_figure(size=(5.0, 3.2), constrained_layout=True)
+    fig, ax = new_figure(size="column", constrained_layout=True)
     for name, c in curves.items():
         ax.plot(c["steps"], c["train"], color=COLORS[name], ls="--",
                 label=f"{LABELS[name]} codes, train")
@@ -330,7 +332,7 @@ def _bits_figure(curves: dict, uniform: float):
                 label=f"{LABELS[name]} codes, test")
     ax.axhline(uniform, color="0.5", ls=":", label="uniform over all codes")
     ax.set(xlabel="prior step", ylabel="code bits per pixel", title="Prior's rate (Eq. 10)")
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="outside right upper")
     return fig
 
 

@@ -165,12 +165,49 @@ def _agreement(steps, estimate, exact, total: int) -> dict[str, float]:
     return {"corr_late": corr, "rel_error_late": rel}
 
 
+def _scaled(values) -> tuple[np.ndarray, int]:
+    """``values / 10**e`` and ``e``, the exponent of the largest finite magnitude (0 if none):
+    the axis then reads "×10^e" in its label instead of an offset above the panel."""
+    v = np.asarray(values, dtype=float)
+    finite = np.abs(v[np.isfinite(v)])
+    if finite.size == 0 or finite.max() == 0:
+        return v, 0
+    e = int(np.floor(np.log10(finite.max())))
+    return v / 10.0**e, e
+
+
+def _estimate_on_twin(ax, steps, estimate, color):
+    """The clipped critic's estimate (``K · W1`` with an unknown, tiny ``K``) on a right axis."""
+    twin = ax.twinx()
+    scaled, e = _scaled(estimate)
+    twin.plot(steps, scaled, color=color, marker=".", ls="--")
+    twin.set_ylabel("critic estimate" + (rf" ($\times 10^{{{e}}}$)" if e else ""), color=color)
+    twin.grid(False)
+    twin.spines["right"].set_visible(True)
+
+
+def _legend_below(fig, exact_label: str, extra=()):
+    """One legend for every panel: ``extra`` handles, then the line styles (exact in black, the
+    critic's estimate dashed in the method's colour)."""
+    from matplotlib.lines import Line2D
+
+    handles = [*extra,
+               Line2D([], [], color="k", marker=".", label=exact_label),
+               Line2D([], [], color="0.45", marker=".", ls="--",
+                      label="critic estimate (dashed)")]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=9,
+               ncol=3 if len(handles) > 4 else 2)
+
+
 def _plot_1d(results: dict[str, dict]):
     """Final samples (first panel), then the critic estimate beside the exact W1 per method."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     n = len(results) + 1
     ncol = 2
     nrow = (n + 1) // 2
-    fig, axes = new_figure(nrow, ncol, size=(7.0, 2.9 * nrow), squeeze=False,
+    fig, axes = new_figure(nrow, ncol, size=(7.0, 2.8 * nrow + 0.6), squeeze=False,
                            constrained_layout=True)
     axes = axes.ravel()
     for ax in axes[n:]:
@@ -182,43 +219,36 @@ def _plot_1d(results: dict[str, dict]):
         axes[0].hist(res["final_samples"], bins=bins, density=True, histtype="step",
                      color=C.COLORS[name], lw=1.4, label=C.LABELS[name])
     axes[0].set(xlabel="$x$", ylabel="density", title="Final generator samples")
-    axes[0].legend(fontsize=7)
     for ax, (name, res) in zip(axes[1:], results.items(), strict=False):
-        ax.plot(res["steps"], res["exact"], color="k", marker=".", label="exact $W_1$ (Eq. 7)")
-        if name == "wgan_clip":  # its estimate is K·W1 with an unknown, tiny K
-            twin = ax.twinx()
-            twin.plot(res["steps"], res["estimate"], color=C.COLORS[name], marker=".", ls="--",
-                      label="critic estimate (right axis)")
-            twin.set_ylabel("critic estimate", color=C.COLORS[name])
-            twin.grid(False)
-            lines = ax.get_lines() + twin.get_lines()
-            ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7)
+        ax.plot(res["steps"], res["exact"], color="k", marker=".")
+        if name == "wgan_clip":
+            _estimate_on_twin(ax, res["steps"], res["estimate"], C.COLORS[name])
         else:
-            ax.plot(res["steps"], res["estimate"], color=C.COLORS[name], marker=".", ls="--",
-                    label="critic estimate")
+            ax.plot(res["steps"], res["estimate"], color=C.COLORS[name], marker=".", ls="--")
             ax.axhline(0, color="0.6", lw=0.8)
-            ax.legend(fontsize=7)
         ax.set(xlabel="generator step", ylabel="$W_1$", title=C.LABELS[name])
+    _legend_below(fig, "exact $W_1$ (Eq. 7)",
+                  [Patch(color="0.75", label="data"),
+                   *(Line2D([], [], color=C.COLORS[name], label=C.LABELS[name])
+                     for name in results)])
     return fig
 
 
 def _plot_2d_w1(results: dict[str, dict], floor: float, toy: str):
-    fig, axes = new_figure(1, len(results), size=(3.4 * len(results), 3.2), squeeze=False,
-                           constrained_layout=True)
+    from matplotlib.lines import Line2D
+
+    fig, axes = new_figure(1, len(results), size=(min(7.0, 3.5 * len(results)), 3.6),
+                           squeeze=False, constrained_layout=True)
     for ax, (name, res) in zip(axes[0], results.items(), strict=True):
-        ax.plot(res["steps"], res["w_exact"], color="k", marker=".",
-                label="exact $W_1$ (matching)")
-        ax.axhline(floor, color="0.5", ls=":", label="data vs data")
-        target = ax.twinx() if name == "wgan_clip" else ax
-        target.plot(res["steps"], res["w_estimate"], color=C.COLORS[name], marker=".", ls="--",
-                    label="critic estimate" + (" (right axis)" if name == "wgan_clip" else ""))
-        if target is not ax:
-            target.grid(False)
-            target.set_ylabel("critic estimate", color=C.COLORS[name])
-        lines = ax.get_lines() + (target.get_lines() if target is not ax else [])
-        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8)
-        ax.set(xlabel="generator step", ylabel="$W_1$",
-               title=f"{C.LABELS[name]} ({toy})")
+        ax.plot(res["steps"], res["w_exact"], color="k", marker=".")
+        ax.axhline(floor, color="0.5", ls=":")
+        if name == "wgan_clip":
+            _estimate_on_twin(ax, res["steps"], res["w_estimate"], C.COLORS[name])
+        else:
+            ax.plot(res["steps"], res["w_estimate"], color=C.COLORS[name], marker=".", ls="--")
+        ax.set(xlabel="generator step", ylabel="$W_1$", title=f"{C.LABELS[name]} ({toy})")
+    _legend_below(fig, "exact $W_1$ (matching)",
+                  [Line2D([], [], color="0.5", ls=":", label="$W_1$ between two data samples")])
     return fig
 
 
