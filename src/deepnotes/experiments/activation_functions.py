@@ -254,7 +254,7 @@ def _curves(cfg: Config, run):
     for ax in axes[n:]:
         ax.axis("off")
     axes[n].plot([], [], color=PALETTE[0], lw=1.6, label=r"$f(x)$")
-    axes[n].plot([], [], color=PALETTE[3], lw=1.3, ls="--", label=r"$f'(x)$ (our backward)")
+    axes[n].plot([], [], color=PALETTE[3], lw=1.3, ls="--", label=r"$f'(x)$, our backward pass")
     axes[n].legend(loc="center", fontsize=9)
     return fig
 
@@ -300,7 +300,7 @@ def _depth(cfg: Config, run, data):
 
 
 def _depth_figure(cfg: Config, names, grad_norms, dead):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 0.3 * len(names) + 1.6),
+    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 0.27 * len(names) + 1.6),
                                  constrained_layout=True, sharey=True)
     layers = np.arange(1, cfg.depth_layers + 1)
     with np.errstate(divide="ignore"):
@@ -315,7 +315,7 @@ def _depth_figure(cfg: Config, names, grad_norms, dead):
                 else "inf/NaN: the signal blew up" if not np.isfinite(grad_norms[r]).all()
                 else "0 somewhere: the signal underflowed")
         ax1.text((cfg.depth_layers - 1) / 2, r, text, ha="center", va="center", fontsize=9)
-    for ax, title in ((ax1, "gradient norm at init"), (ax2, "dead units after training")):
+    for ax, title in ((ax1, "gradient norm at initialisation"), (ax2, "dead units after training")):
         ax.set_xticks(range(len(layers))[::2], layers[::2])
         ax.set_xlabel("hidden layer (1 = next to input)")
         ax.set_title(title)
@@ -386,17 +386,17 @@ def _mlp_figure(out: dict):
     acc_t = np.array([np.mean(out[n]["acc_torch"]) for n in names]) * 100
     ms = np.array([np.median(out[n]["s"]) for n in names]) * 1e3
     ms_t = np.array([np.median(out[n]["s_torch"]) for n in names]) * 1e3
-    ax1.scatter(acc, ypos, color=PALETTE[0], s=28, label="ours", zorder=3)
-    ax1.scatter(acc_t, ypos, color=PALETTE[1], s=28, marker="x", label="torch", zorder=3)
+    ax1.scatter(acc, ypos, color=PALETTE[0], s=28, label="our implementation", zorder=3)
+    ax1.scatter(acc_t, ypos, color=PALETTE[1], s=28, marker="x", label="torch built-in",
+                zorder=3)
     ax1.set_xlabel("test accuracy (%)")
     ax1.set_yticks(ypos, [_label(n) for n in names], fontsize=9)
     ax1.invert_yaxis()
-    ax1.legend(fontsize=9, loc="lower left")
     h = 0.38
-    ax2.barh(ypos - h / 2, ms, height=h, color=PALETTE[0], label="ours")
-    ax2.barh(ypos + h / 2, ms_t, height=h, color=PALETTE[1], label="torch")
+    ax2.barh(ypos - h / 2, ms, height=h, color=PALETTE[0])
+    ax2.barh(ypos + h / 2, ms_t, height=h, color=PALETTE[1])
     ax2.set_xlabel("training time per epoch (ms)")
-    ax2.legend(fontsize=9, loc="lower right")
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside upper center", ncol=2, fontsize=9)
     return fig
 
 

@@ -326,27 +326,35 @@ def _training_figure(cfg, backbone_loss, val_curve, head_hist):
     return fig
 
 
+def _tree_label(spec: str, sep: str = "\n") -> str:
+    """A tree spec for figure labels: "topk-2x2x2" becomes top-k with 2 by 2 by 2 in mathtext."""
+    kind, _, arg = spec.partition("-")
+    if kind == "topk":
+        return "top-$k$," + sep + "$" + r"{\times}".join(arg.split("x")) + "$"
+    return spec  # chain-D and sparse-N read as the post names them
+
+
 def _accuracy_figure(cfg, hits):
-    fig, ax = new_figure(size=(6.0, 3.4), constrained_layout=True)
+    fig, ax = new_figure(size="column_tall", constrained_layout=True)
     ranks = np.arange(1, cfg.max_rank + 1)
     cum = 100 * np.cumsum(hits.numpy(), axis=1)
     ax.plot(ranks, cum[0], "s-", color=PALETTE[7], label="backbone LM head (byte +1)")
     for i in range(1, cum.shape[0]):
         ax.plot(ranks, cum[i], "o-", color=PALETTE[(i - 1) % 7], label=f"head {i} (byte +{i + 1})")
-    ax.set(xlabel="k", ylabel="top-k accuracy on held-out files (%)", ylim=(0, 100),
-           title="How often the right byte is among a head's k guesses")
+    ax.set(xlabel="$k$", ylabel="top-$k$ accuracy on held-out files (%)", ylim=(0, 100),
+           title="How often the right byte is among a head's $k$ guesses")
     ax.legend(fontsize=9)
     return fig
 
 
 def _accept_figure(names, sizes, greedy, typical, predicted):
-    fig, ax = new_figure(size=(7.0, 3.4), constrained_layout=True)
+    fig, ax = new_figure(size="column_tall", constrained_layout=True)
     x = np.arange(len(names))
     ax.bar(x - 0.2, greedy, 0.4, color=PALETTE[0], label="greedy acceptance (measured)")
     ax.bar(x + 0.2, typical, 0.4, color=PALETTE[1], label="typical acceptance (measured)")
     ax.plot(x - 0.2, predicted, "kD", ms=5, label="Eq. 4 prediction (greedy)")
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(x, [f"{n}\n({s} node{'s' * (s > 1)})"
+    ax.set_xticks(x, [f"{_tree_label(n)}\n({s} node{'s' * (s > 1)})"
                       for n, s in zip(names, sizes, strict=True)], fontsize=9)
     ax.set(ylabel="tokens per forward pass", title="Accepted length by tree shape",
            ylim=(0, 1.3 * max(max(greedy), max(typical), max(predicted))))
@@ -355,7 +363,7 @@ def _accept_figure(names, sizes, greedy, typical, predicted):
 
 
 def _speedup_figure(names, sizes, greedy, typical):
-    fig, ax = new_figure(size=(6.5, 3.6), constrained_layout=True)
+    fig, ax = new_figure(size="column_tall", constrained_layout=True)
     sparse = sorted((sizes[i], greedy[i], typical[i]) for i, n in enumerate(names)
                     if n.startswith("sparse"))
     if sparse:
@@ -366,14 +374,19 @@ def _speedup_figure(names, sizes, greedy, typical):
     for j, i in enumerate(others):
         ax.plot(sizes[i], greedy[i], "D", color=PALETTE[0], mfc="white", ms=6)
         ax.plot(sizes[i], typical[i], "D", color=PALETTE[1], mfc="white", ms=6)
-        ax.annotate(names[i], (sizes[i], max(greedy[i], typical[i])), fontsize=9,
+        ax.annotate(_tree_label(names[i], " "), (sizes[i], max(greedy[i], typical[i])), fontsize=9,
                     xytext=(4, 4 + 6 * (j % 2)), textcoords="offset points")
     if others:
         ax.plot([], [], "D", color="grey", mfc="white", label="chain and top-k trees")
     ax.axhline(1.0, color="grey", lw=0.8)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.08 * (hi - lo))  # room for a tree's name above the highest point
     ax.set(xscale="log", xlabel="tree nodes (log scale)",
            ylabel="speedup over plain greedy", title="Wall-clock speedup on one CPU thread")
     ticks = sorted(set(sizes))
+    # a tick closer than 25% to a power-of-two neighbour (30 beside 32) would print over it
+    ticks = [t for t in ticks if t & (t - 1) == 0
+             or not any(u != t and abs(math.log(u / t)) < math.log(1.25) for u in ticks)]
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.legend(fontsize=9)

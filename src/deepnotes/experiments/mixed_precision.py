@@ -156,7 +156,7 @@ def _smooth(v, k=25):
 
 
 def _loss_figure(res, cfg):
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.4), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", constrained_layout=True)
     styles = {"fp32": "-", "bf16": "-", "fp16_pure": ":", "fp16_noscale": "--",
               "fp16_static": "-.", "fp16_dynamic": "-"}
     for color, (name, label) in zip(PALETTE, RUNS.items(), strict=False):
@@ -170,29 +170,29 @@ def _loss_figure(res, cfg):
     ax2.set(xlabel="step", ylabel="test accuracy (%)")
     lo = min(min(res[n]["test_accuracy"][-3:]) for n in RUNS) * 100
     ax2.set_ylim(max(0.0, min(85.0, lo - 2)), 100)
-    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
     return fig
 
 
 def _scale_figure(res, cfg):
-    fig, ax = new_figure(1, 1, size=(6.5, 3.2))
+    fig, ax = new_figure(1, 1, size="column_tall", layout="constrained")
     steps = np.arange(1, cfg.steps + 1)
     dyn = res["fp16_dynamic"]
     ax.step(steps, dyn["scale"], where="post", color=PALETTE[5], label="dynamic scale $S_t$")
     ax.step(steps, res["fp16_static"]["scale"], where="post", color=PALETTE[4], ls="-.",
-            label="static scale")
+            label=f"static scale $S = {cfg.static_scale:g}$")
     skipped = np.flatnonzero(dyn["skipped"])
     if len(skipped):
         ax.plot(steps[skipped], np.asarray(dyn["scale"])[skipped] * 2, "v", color=PALETTE[3],
                 ms=4, label="skipped step (inf/NaN gradient)")
     ax.set(yscale="log", xlabel="step", ylabel="loss scale", title="Loss scale per step")
     ax.set_yscale("log", base=2)
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
     return fig
 
 
 def _hist_figure(grads, cfg, facts16):
-    fig, ax = new_figure(1, 1, size=(6.5, 3.4))
+    fig, ax = new_figure(1, 1, size="column_tall", layout="constrained")
     bins = np.arange(-60, 20, 1.0)
     for color, key, label in ((PALETTE[0], "first", "step 1"),
                               (PALETTE[3], "last", f"step {cfg.steps}")):
@@ -201,7 +201,7 @@ def _hist_figure(grads, cfg, facts16):
         ax.hist(g, bins=bins, histtype="step", color=color, lw=1.4,
                 label=f"FP32 gradients, {label}", density=True)
         ax.hist(g + np.log2(cfg.static_scale), bins=bins + 0, histtype="step", color=color,
-                lw=0.8, ls="--", density=True, label=f"same, times static scale ({label})")
+                lw=0.8, ls="--", density=True, label=f"same times static scale $S$, {label}")
     ax.axvspan(-60, np.log2(facts16["smallest_subnormal"]) - 1, color="gray", alpha=0.25,
                label="rounds to 0 in FP16")
     ax.axvspan(np.log2(facts16["smallest_subnormal"]) - 1, np.log2(facts16["smallest_normal"]),
@@ -209,7 +209,7 @@ def _hist_figure(grads, cfg, facts16):
     ax.axvspan(np.log2(facts16["max"]), 20, color=PALETTE[3], alpha=0.15,
                label="overflows to inf in FP16")
     ax.set(xlabel=r"$\log_2 |g|$", ylabel="density", xlim=(-50, 20))
-    ax.legend(fontsize=7.5, loc="upper left")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9)
     return fig
 
 

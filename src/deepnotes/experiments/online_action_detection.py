@@ -240,11 +240,13 @@ def _stream_figure(config: Config, stream, frames_labels, preds: dict[str, np.nd
                    class_names):
     names = list(preds)
     fig, axes = new_figure(2, 1, size=(7.0, 2.2 + 0.35 * len(names)), sharex=True,
+                           layout="constrained",
                            gridspec_kw={"height_ratios": [1.4, 0.35 * (len(names) + 1)]})
     t = np.arange(len(stream.x)) / stream.rate_hz
     acc = np.linalg.norm(stream.x[:, :3], axis=1)
     axes[0].plot(t, acc, color=PALETTE[7], lw=0.8)
-    axes[0].set(ylabel="|acceleration|", title="A test stream: signal, truth, online decisions")
+    axes[0].set(ylabel=r"acceleration $\Vert\mathbf{a}\Vert$",
+                title="A test stream: signal, truth, online decisions")
     rows = np.stack([frames_labels] + [preds[n] for n in names])  # (1 + M, T_frames)
     frame_s = config.chunk / stream.rate_hz
     axes[1].imshow(rows, aspect="auto", interpolation="nearest", vmin=0,
@@ -254,8 +256,8 @@ def _stream_figure(config: Config, stream, frames_labels, preds: dict[str, np.nd
     axes[1].set_xlabel("time (s)")
     axes[1].grid(False)
     handles = [axes[1].plot([], [], color=c, lw=6)[0] for c in CLASS_COLORS]
-    fig.legend(handles, class_names, loc="lower center", ncol=len(class_names), fontsize=9,
-               bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles, class_names, loc="outside lower center", ncol=len(class_names),
+               fontsize=9)
     return fig
 
 
@@ -301,7 +303,7 @@ def _anticipation_figure(names, stats, frame_s: float, horizon: int):
     ax.plot([], [], ":", color="grey", label="holding the present decision")
     ax.set(xlabel="anticipated time ahead (s)", ylabel="accuracy (%)",
            title="Anticipating the label of a future frame")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9, loc="upper right")
     return fig
 
 

@@ -142,9 +142,9 @@ def _surrogate_figure(temperature: float):
     curves = {"0-1 (accuracy's loss)": S.zero_one_loss(logits, target, reduction="none")}
     for name in LOSS_NAMES:
         curves[LABELS[name]] = _loss(name, temperature)(logits, target, reduction="none")
-    curves[f"sigmoid 0-1, T = {temperature / 10:g}"] = S.sigmoid_zero_one_loss(
+    curves[f"sigmoid 0-1, $T = {temperature / 10:g}$"] = S.sigmoid_zero_one_loss(
         logits, target, temperature=temperature / 10, reduction="none")
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.4), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     colors = ("black",) + PALETTE
     for color, (label, values) in zip(colors, curves.items(), strict=False):
         if values.requires_grad:
@@ -152,13 +152,13 @@ def _surrogate_figure(temperature: float):
             d = d.abs().numpy()
         else:
             d = np.zeros(len(m))  # the 0-1 loss: zero derivative wherever it has one
-        style = ":" if label.startswith("sigmoid 0-1, T") else "-"
+        style = ":" if label.startswith("sigmoid 0-1, $T") else "-"
         ax1.plot(m.detach().numpy(), values.detach().numpy(), color=color, ls=style, lw=1.5,
                  label=label)
         ax2.plot(m.detach().numpy(), np.maximum(d, 1e-12), color=color, ls=style, lw=1.5)
     ax1.set(xlabel=r"margin $m = f_y - \max_{k\neq y} f_k$", ylabel="loss", ylim=(-0.1, 3.2),
             title="losses of the margin (two classes)")
-    ax1.legend(fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     ax2.set(xlabel=r"margin $m$", ylabel=r"$|\partial L/\partial m|$", yscale="log",
             ylim=(1e-12, 10), title="their slopes (0-1: zero, drawn at the floor)")
     return fig
@@ -220,11 +220,11 @@ def _body(cfg: Config, run) -> None:
         ax.plot(np.arange(1, cfg.epochs + 1), 100 * curves.mean(0), color=color, lw=1.8,
                 label=LABELS[name])
     ax.set(xlabel="epoch", ylabel="train accuracy (%)",
-           title=f"accuracy on the training digits (label noise {clean:g}), mean over seeds")
+           title=f"training digits, label noise {100 * clean:g}%, mean over seeds")
     ax.legend(fontsize=9)
     run.save_figure(fig, "training")
 
-    fig, (ax1, ax2) = new_figure(1, 2, size=(7.0, 3.4), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     rates = np.asarray(cfg.noise_rates) * 100
     for color, name in zip(PALETTE, cfg.losses, strict=False):
         test = [np.mean([r["test_acc"] for r in results[(name, rate)]])
@@ -237,7 +237,7 @@ def _body(cfg: Config, run) -> None:
             title="clean test labels")
     ax2.set(xlabel="training labels flipped (%)", ylabel="agreement with noisy labels (%)",
             title="how much noise is memorised")
-    ax1.legend(fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     run.save_figure(fig, "noise")
 
     # temperature sweep (clean labels)
@@ -264,6 +264,6 @@ def _body(cfg: Config, run) -> None:
         ax1.set(xscale="log", xlabel=r"temperature $T$", ylabel="final train accuracy (%)",
                 title="relaxed 0-1 losses")
         ax2.set(xscale="log", xlabel=r"temperature $T$",
-                ylabel="wrong, with ~zero gradient (%)", title="flat gradients when cold")
-        ax1.legend(fontsize=8)
+                ylabel="wrong, with near-zero gradient (%)", title="flat gradients when cold")
+        ax1.legend(fontsize=9, loc="lower right")
         run.save_figure(fig, "temperature")

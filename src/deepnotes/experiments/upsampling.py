@@ -48,6 +48,15 @@ RANDOM_METHODS = {
     "subpixel": "sub-pixel conv (default init)",
     "subpixel_icnr": "sub-pixel conv (ICNR init)",
 }
+# the same, in three short lines for the six narrow panels of the random-init figure
+RANDOM_TITLES = {
+    "transposed_k3": "transposed\nconv\n" + r"$k=3,\ s=2$",
+    "transposed_k4": "transposed\nconv\n" + r"$k=4,\ s=2$",
+    "resize_nearest_conv": "nearest\nresize +\n" + r"$3\times3$ conv",
+    "resize_bilinear_conv": "bilinear\nresize +\n" + r"$3\times3$ conv",
+    "subpixel": "sub-pixel\nconv, default\ninit",
+    "subpixel_icnr": "sub-pixel\nconv, ICNR\ninit",
+}
 TRAINED_METHODS = ("transposed_k4", "resize_nearest_conv", "subpixel")
 
 
@@ -328,7 +337,7 @@ def _show(ax, img, title, vmin=0.0, vmax=1.0):
 def _gallery_figure(img, outs, psnrs, factor):
     fig, axes = new_figure(2, 4, size=(7.0, 4.2), constrained_layout=True)
     titles = {"nearest": "nearest", "bilinear": "bilinear", "bilinear_corners":
-              "bilinear, align_corners", "bicubic": "bicubic (a = −0.75)",
+              "bilinear, corners aligned", "bicubic": r"bicubic ($a=-0.75$)",
               "transposed_bilinear": "transposed conv,\nbilinear kernel",
               "max_unpool": "max-unpool"}
     _show(axes[0, 0], img, "original")
@@ -342,30 +351,28 @@ def _gallery_figure(img, outs, psnrs, factor):
 
 def _random_figure(example, spectrum, frac):
     n = len(RANDOM_METHODS)
-    fig, axes = new_figure(2, n, size=(7.0, 3.3), constrained_layout=True)
+    fig, axes = new_figure(2, n, size=(7.0, 3.0), constrained_layout=True)
     for j, (m, label) in enumerate(RANDOM_METHODS.items()):
         y = example[m]
         h0, w0 = y.shape[0] // 2 - 8, y.shape[1] // 2 - 8
         y = y[h0:h0 + 16, w0:w0 + 16]
         lo, hi = float(y.min()), float(y.max())
-        _show(axes[0, j], y, "\n".join(label.split(", ", 1)) if "," in label
-              else label.replace(" + ", " +\n").replace(" (", "\n("), lo, hi + 1e-12)
-        axes[0, j].title.set_fontsize(7.5)
+        _show(axes[0, j], y, RANDOM_TITLES.get(m, label), lo, hi + 1e-12)
         logp = torch.log10(spectrum[m] + 1e-12)
         axes[1, j].imshow(logp.numpy(), cmap="magma", vmin=float(logp.max()) - 6,
                           vmax=float(logp.max()))
         axes[1, j].set_xticks([])
         axes[1, j].set_yticks([])
         axes[1, j].grid(False)
-        axes[1, j].set_xlabel(f"{100 * np.mean(frac[m]['image']):.1f}% at period 2",
-                              fontsize=7.5)
-    axes[0, 0].set_ylabel("output\n(16×16 centre)", fontsize=8)
-    axes[1, 0].set_ylabel("mean power\nspectrum (log)", fontsize=8)
+        axes[1, j].set_xlabel(f"{100 * np.mean(frac[m]['image']):.1f}%\nat period 2",
+                              fontsize=9)
+    axes[0, 0].set_ylabel("output\n" + r"($16\times16$ centre)", fontsize=9)
+    axes[1, 0].set_ylabel("mean power\nspectrum (log)", fontsize=9)
     return fig
 
 
 def _trained_figure(res, cfg):
-    fig, axes = new_figure(2, 5, size=(7.0, 3.4), constrained_layout=True,
+    fig, axes = new_figure(2, 5, size=(7.0, 3.6), constrained_layout=True,
                            gridspec_kw={"height_ratios": [1, 1]})
     sl = (slice(None), slice(None), slice(70, 118), slice(24, 72))
     _show(axes[0, 0], res["test_hr"][sl], "original")
@@ -374,8 +381,6 @@ def _trained_figure(res, cfg):
              "subpixel": "sub-pixel"}
     for ax, kind in zip(axes[0, 2:], TRAINED_METHODS, strict=True):
         _show(ax, res[kind]["pred"][sl], f"{names[kind]}\n{res[kind]['psnr']:.1f} dB")
-    for ax in axes[0]:
-        ax.title.set_fontsize(8)
     gs = axes[1, 0].get_gridspec()
     for ax in axes[1]:
         ax.remove()
@@ -386,7 +391,7 @@ def _trained_figure(res, cfg):
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(np.arange(len(smooth)) + k, smooth, label=names[kind])
     ax.set(yscale="log", xlabel="training step", ylabel="train MSE")
-    ax.legend(fontsize=8, ncol=3)
+    ax.legend(fontsize=9, ncol=3, loc="upper right")
     return fig
 
 
