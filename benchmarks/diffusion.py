@@ -11,8 +11,8 @@ denoiser becomes one through ``σ = sqrt((1 − ᾱ_t)/ᾱ_t)``, ``x_σ = x_t sq
 same network; every call is counted, so NFE are reported as measured, not assumed.
 
 One FID estimate has a seed-to-seed spread comparable to the 5% band, so ``fid_seed_spread``
-repeats the DDPM reference and DPM-Solver++(2M) at ``SPREAD_NFE`` over the sampling seeds
-``SPREAD_SEEDS`` (the first is the seed of the curves above): FID mean and sample standard
+repeats the DDPM reference, and each sampler of ``SPREAD_NFE`` at its budgets, over the sampling
+seeds ``SPREAD_SEEDS`` (the first is the seed of the curves above): FID mean and sample standard
 deviation per budget, the per-seed ratio to the same seed's DDPM reference (mean ± sd), how many
 seeds fall within 5%, and the NFE each seed needs (``nfe_to_within_5pct_per_seed``).
 """
@@ -20,6 +20,8 @@ seeds fall within 5%, and the NFE each seed needs (``nfe_to_within_5pct_per_seed
 from __future__ import annotations
 
 import math
+import os
+import statistics
 import tempfile
 from contextlib import nullcontext
 
@@ -37,10 +39,11 @@ TARGETS = {"heun": 35, "dpmpp_2m": 20}
 #: Samples per FID. The edm post's 300 leave a seed-to-seed spread larger than the 5% band being
 #: measured (DDPM at 70 NFE scored 22% *below* DDPM-1000 there); 1000 shrinks it about 1.8-fold.
 N_FID = 1000
-#: Sampling seeds and DPM-Solver++(2M) budgets of the seed-spread check (bounded CPU cost: the
-#: DDPM-1000 reference dominates it, one per extra seed).
+#: Sampling seeds and, per sampler, the budgets of the seed-spread check (bounded CPU cost: the
+#: DDPM-1000 reference dominates it, one per extra seed). DPM-Solver++(2M) around its 10-NFE
+#: claim; Heun at the two budgets either side of its first within-5% point.
 SPREAD_SEEDS = (1000, 1001, 1002, 1003, 1004)
-SPREAD_NFE = (10, 15, 20)
+SPREAD_NFE = {"dpmpp_2m": (10, 15, 20), "heun": (19, 25)}
 
 
 class Counted:
@@ -100,43 +103,48 @@ def _diffusers_sample(name: str, denoiser, n_steps: int, n: int, seed: int) -> t
 
 
 def _mean_sd(values: list[float]) -> dict:
-    import statistics
-
     return {"mean": statistics.fmean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
-def _seed_spread(scorer, den, n_fid, ref_steps, ref_fid, dpm_curve, seeds, budgets, log) -> dict:
-    """FID of the DDPM reference and of DPM-Solver++(2M) at ``budgets`` over sampling ``seeds``
-    (the first seed's values are those of the main curves, reused when present)."""
-    known = {c["nfe"]: c["fid"] for c in dpm_curve}
+def _seed_spread(scorer, den, n_fid, ref_steps, ref_fid, curves, seeds, budgets, log) -> dict:
+    """FID of the DDPM reference and of each sampler of ``budgets`` (name -> NFE budgets) over
+    sampling ``seeds`` (the first seed's values are those of the main ``curves``, reused when
+    present)."""
     ref = {seeds[0]: ref_fid}
-    dpm: dict = {b: {} for b in budgets}
+    fids: dict = {name: {b: {} for b in bs} for name, bs in budgets.items()}
     for seed in seeds:
         if seed not in ref:
             ref[seed] = scorer.fid(H.sample(den, "ddpm", ref_steps, n_fid, seed))
-        for b in budgets:
-            n_steps = H.steps_for_nfe("dpmpp_2m", b)
-            if seed == seeds[0] and H.nfe_of("dpmpp_2m", n_steps) in known:
-                dpm[b][seed] = known[H.nfe_of("dpmpp_2m", n_steps)]
-            else:
-                counted = Counted(den)
-                dpm[b][seed] = scorer.fid(H.sample(counted, "dpmpp_2m", n_steps, n_fid, seed))
-        log(f"seed {seed}: DDPM-{ref_steps} {ref[seed]:.3f}, DPM++ "
-            + ", ".join(f"{b} NFE {dpm[b][seed]:.3f}" for b in budgets))
-    per_seed_nfe = {}
-    for seed in seeds:
-        within = [b for b in budgets if dpm[b][seed] <= 1.05 * ref[seed]]
-        per_seed_nfe[str(seed)] = min(within) if within else None
-    out = {"seeds": list(seeds), "n_fid": n_fid, "budgets": list(budgets),
+        for name, bs in budgets.items():
+            known = {c["nfe"]: c["fid"] for c in curves[name]}
+            for b in bs:
+                n_steps = H.steps_for_nfe(name, b)
+                if seed == seeds[0] and H.nfe_of(name, n_steps) in known:
+                    fids[name][b][seed] = known[H.nfe_of(name, n_steps)]
+                else:
+                    fids[name][b][seed] = scorer.fid(H.sample(den, name, n_steps, n_fid, seed))
+        log(f"seed {seed}: DDPM-{ref_steps} {ref[seed]:.3f}; " + "; ".join(
+            f"{name} " + ", ".join(f"{b} NFE {fids[name][b][seed]:.3f}" for b in bs)
+            for name, bs in budgets.items()))
+    out = {"seeds": list(seeds), "n_fid": n_fid, "budgets": {k: list(v) for k, v in
+                                                              budgets.items()},
            "ddpm_reference_fid": _mean_sd([ref[s] for s in seeds]),
-           "dpmpp_2m": {}, "nfe_to_within_5pct_per_seed": per_seed_nfe}
-    for b in budgets:
-        ratios = [dpm[b][s] / ref[s] for s in seeds]
-        out["dpmpp_2m"][str(b)] = {
-            "fid": _mean_sd([dpm[b][s] for s in seeds]),
-            "ratio_to_same_seed_reference": _mean_sd(ratios),
-            "n_seeds_within_5pct": sum(r <= 1.05 for r in ratios)}
+           "nfe_to_within_5pct_per_seed": {}}
+    for name, bs in budgets.items():
+        per_seed_nfe = {}
+        for seed in seeds:
+            within = [b for b in bs if fids[name][b][seed] <= 1.05 * ref[seed]]
+            per_seed_nfe[str(seed)] = min(within) if within else None
+        out["nfe_to_within_5pct_per_seed"][name] = per_seed_nfe
+        out[name] = {}
+        for b in bs:
+            ratios = [fids[name][b][s] / ref[s] for s in seeds]
+            out[name][str(b)] = {
+                "fid": _mean_sd([fids[name][b][s] for s in seeds]),
+                "ratio_to_same_seed_reference": _mean_sd(ratios),
+                "n_seeds_within_5pct": sum(r <= 1.05 for r in ratios),
+                "n_seeds": len(seeds)}
     return out
 
 
@@ -153,6 +161,7 @@ def run(quick: bool = False) -> dict:
 
 def _run(quick: bool, out: str | None) -> dict:
     torch.manual_seed(0)
+    load_start = os.getloadavg()
     config = PRESETS["smoke" if quick else "full"]
     grid = (5, 10, 20) if quick else (5, 10, 15, 20, 25, 35, 50, 70, 100)
     ref_steps = 50 if quick else 1000
@@ -187,27 +196,42 @@ def _run(quick: bool, out: str | None) -> dict:
                     break
             log(f"{name}: NFE to 5% = {nfe_to_5pct[name]}")
 
-        spread = _seed_spread(scorer, den, n_fid, ref_steps, ref_fid, curves["dpmpp_2m"],
+        spread = _seed_spread(scorer, den, n_fid, ref_steps, ref_fid, curves,
                               seeds=SPREAD_SEEDS[:2] if quick else SPREAD_SEEDS,
-                              budgets=(5, 10) if quick else SPREAD_NFE, log=log)
+                              budgets={"dpmpp_2m": (5, 10), "heun": (5,)} if quick
+                              else SPREAD_NFE, log=log)
 
         throughput = {}
         tp_labels = H.balanced_labels(n_tp)
         tp_den = H.conditional(model, tp_labels)
-        repeat = 1 if quick else 3
+        repeat = 1 if quick else 5
         for peer, ours in PEERS.items():
-            runs = {}
-            for side, fn in (("ours", lambda c, o=ours: H.sample(c, o, tp_steps, n_tp, seed)),
-                             ("peer", lambda c, p=peer: _diffusers_sample(p, c, tp_steps, n_tp,
-                                                                          seed))):
+            sides = {"ours": lambda c, o=ours: H.sample(c, o, tp_steps, n_tp, seed),
+                     "peer": lambda c, p=peer: _diffusers_sample(p, c, tp_steps, n_tp, seed)}
+            runs, times = {}, {side: [] for side in sides}
+            for side, fn in sides.items():
                 counted = Counted(tp_den)
                 x = fn(counted)  # untimed warm-up (imports, allocator), also counts the NFE
-                timing = time_call(lambda f=fn: f(tp_den), repeat=repeat, warmup=0)
-                runs[side] = (x, counted.calls, timing["best_s"])
-            throughput[ours] = {"peer": f"diffusers.{peer}", "steps": tp_steps, "batch": n_tp}
-            for side, (x, nfe, best) in runs.items():
-                throughput[ours].update({f"{side}_nfe": nfe, f"{side}_images_per_s": n_tp / best,
-                                         f"{side}_fid": scorer.fid(x)})
+                runs[side] = (x, counted.calls)
+            # interleaved rounds, alternating which side goes first, so that a change in the
+            # shared machine's load hits both sides alike
+            for r in range(repeat):
+                for side in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
+                    fn = sides[side]
+                    times[side].append(time_call(lambda f=fn: f(tp_den), repeat=1,
+                                                 warmup=0)["best_s"])
+            throughput[ours] = {"peer": f"diffusers.{peer}", "steps": tp_steps, "batch": n_tp,
+                                "interleaved_rounds": repeat}
+            for side, (x, nfe) in runs.items():
+                throughput[ours].update({
+                    f"{side}_nfe": nfe, f"{side}_images_per_s": n_tp / min(times[side]),
+                    f"{side}_median_images_per_s": n_tp / statistics.median(times[side]),
+                    f"{side}_fid": scorer.fid(x)})
+            throughput[ours]["ours_over_peer_best"] = (throughput[ours]["ours_images_per_s"]
+                                                      / throughput[ours]["peer_images_per_s"])
+            throughput[ours]["ours_over_peer_median"] = (
+                throughput[ours]["ours_median_images_per_s"]
+                / throughput[ours]["peer_median_images_per_s"])
             log(f"{ours} vs {peer}: {throughput[ours]}")
 
     targets = {f"{k}_le_{v}_nfe": (nfe_to_5pct[k] is not None and nfe_to_5pct[k] <= v)
@@ -218,7 +242,9 @@ def _run(quick: bool, out: str | None) -> dict:
         "n_fid": n_fid, "ddpm_reference_steps": ref_steps, "ddpm_reference_fid": ref_fid,
         "nfe_grid": list(grid), "nfe_to_within_5pct": nfe_to_5pct, "targets_met": targets,
         "fid_curves": curves, "fid_seed_spread": spread, "throughput": throughput,
-        "note": "one torch thread; best of `repeat` timings after a warm-up; on a shared machine",
+        "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
+        "note": "one torch thread; throughput: best (and median) of interleaved rounds, ours "
+                "and diffusers' alternating, after a warm-up; on a shared machine",
     }
 
 

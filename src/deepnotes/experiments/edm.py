@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from matplotlib.ticker import ScalarFormatter
 
 from deepnotes.core.experiment import ExperimentConfig, Result, make_presets, start_run
 from deepnotes.core.plotting import PALETTE, new_figure
@@ -136,44 +137,55 @@ def run(config: Config) -> Result:
 
         _plot_curves(run, curves, ref_fid, floor, config.ref_steps)
         _plot_samples(run, x_test, y_test, samples[("heun", 35)], ref, config.ref_steps)
-        fig, ax = new_figure()
-        ax.plot(meta["losses"], color=PALETTE[0], lw=0.5, alpha=0.5)
-        k = max(1, len(meta["losses"]) // 50)
-        smooth = torch.tensor(meta["losses"]).unfold(0, k, k).mean(1)
-        ax.plot([k * (i + 0.5) for i in range(len(smooth))], smooth, color=PALETTE[3])
-        ax.set(xlabel="training step", ylabel="EDM loss (Eq. 2), per image", yscale="log",
-               title="Training loss (EMA weights are sampled)")
-        run.save_figure(fig, "training_loss")
+        _plot_loss(run, meta["losses"])
     return run.result
 
 
+def _plot_loss(run, losses: list[float]) -> None:
+    fig, ax = new_figure(size="column")
+    ax.plot(losses, color=PALETTE[0], lw=0.5, alpha=0.5, label="per step")
+    k = max(1, len(losses) // 50)
+    smooth = torch.tensor(losses).unfold(0, k, k).mean(1)
+    ax.plot([k * (i + 0.5) for i in range(len(smooth))], smooth, color=PALETTE[3],
+            label=f"mean of {k} steps")
+    ax.set(xlabel="training step", ylabel="EDM loss (Eq. 5) per image", yscale="log",
+           title="Training loss (the EMA weights are sampled)")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.legend(fontsize=9)
+    run.save_figure(fig, "training_loss")
+
+
+#: Legend names where the shared sampler table's plain-text name holds math.
+_LEGEND = {"ddim": r"DDIM ($\eta = 0$)"}
+
+
 def _plot_curves(run, curves, ref_fid, floor, ref_steps) -> None:
-    fig, (ax, ax2) = new_figure(1, 2, size="wide")
+    fig, (ax, ax2) = new_figure(1, 2, size="column_tall", layout="constrained")
     markers = "os^vDPX*"
     for i, (name, pts) in enumerate(curves.items()):
         pts = sorted(pts)
         kw = {"color": PALETTE[i % len(PALETTE)], "marker": markers[i % len(markers)],
-              "label": H.SAMPLERS[name][0], "ms": 4}
+              "label": _LEGEND.get(name, H.SAMPLERS[name][0]), "ms": 4}
         ax.plot([p[0] for p in pts], [p[1] for p in pts], **kw)
         ax2.plot([p[0] for p in pts], [p[2] for p in pts], **kw)
-    ax.axhline(ref_fid, color="k", ls="--", lw=1, label=f"DDPM {ref_steps} steps")
-    ax.axhspan(ref_fid, 1.05 * ref_fid, color="k", alpha=0.1, label="within 5%")
+    ax.axhline(ref_fid, color="k", ls="--", lw=1, label=f"DDPM, {ref_steps} steps (reference)")
+    ax.axhspan(ref_fid, 1.05 * ref_fid, color="k", alpha=0.1, label="within 5% of the reference")
     ax.axhline(floor, color="grey", ls=":", lw=1, label="real test split (noise floor)")
     ax.set(xscale="log", yscale="log", xlabel="denoiser evaluations (NFE)",
-           ylabel="digits FID (lower is better)", title="Quality vs cost, same model")
+           ylabel="digits FID (lower is better)", title="Quality vs cost")
     ax2.set(xscale="log", xlabel="denoiser evaluations (NFE)", ylabel="classifier accuracy",
-            title="Samples classified as their label")
+            title="Classified as their label")
     ticks = sorted({p[0] for pts in curves.values() for p in pts if p[0] % 5 == 0})
     for a in (ax, ax2):
         a.set_xticks(ticks, [str(t) for t in ticks])
         a.minorticks_off()
-    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=4, fontsize=8,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     run.save_figure(fig, "fid_vs_nfe")
 
 
 def _plot_samples(run, x_test, y_test, heun, ref, ref_steps) -> None:
-    fig, axes = new_figure(1, 3, size="wide")
+    fig, axes = new_figure(1, 3, size="column", layout="constrained")
     n = min(100, heun.shape[0])
     # balanced labels 0..9 repeat, so column c holds class c in every panel
     real = torch.stack([x_test[y_test == c][j] for j in range(10) for c in range(10)])
