@@ -244,9 +244,14 @@ def _target_summary(results: dict) -> dict:
     rows meet it and which do not."""
     rows = {f"{ds}/{phase}": v["ratio"] for ds, res in results.items()
             for phase, v in res.get("vs_fastest_peer", {}).items()}
-    return {"ratio_limit": 1.0, "met": sorted(k for k, r in rows.items() if r <= 1.0),
-            "missed": sorted(k for k, r in rows.items() if r > 1.0),
-            "worst_ratio": max(rows.values()) if rows else None}
+    out = {"ratio_limit": 1.0, "met": sorted(k for k, r in rows.items() if r <= 1.0),
+           "missed": sorted(k for k, r in rows.items() if r > 1.0),
+           "worst_ratio": max(rows.values()) if rows else None}
+    for phase in ("train", "predict"):  # for the post's sentences: "digits, diabetes" or "none"
+        names = [k.split("/")[0] for k in out["missed"] if k.endswith(f"/{phase}_s")]
+        out[f"missed_{phase}_text"] = ", ".join(names) if names else "none"
+        out[f"missed_{phase}_count"] = len(names)
+    return out
 
 
 def run(quick: bool = False) -> dict:
