@@ -53,6 +53,21 @@ def test_every_figure_of_the_published_run_is_placed_with_a_caption(post):
     assert not missing, f"{post.path}: figures of the run not placed in the text: {missing}"
 
 
+#: The post column is ~700 px; a figure saved at 120 dpi wider than this (7.35 in) shrinks so
+#: much that its 9-pt text drops below ~7 pt on screen.
+MAX_FIGURE_WIDTH_PX = 882
+
+
+@pytest.mark.parametrize("slug", post_slugs())
+def test_published_figures_fit_the_column(slug):
+    from PIL import Image
+
+    run = paths.results_dir() / slug
+    wide = {png.name: Image.open(png).size[0] for png in sorted(run.glob("*.png"))
+            if Image.open(png).size[0] > MAX_FIGURE_WIDTH_PX}
+    assert not wide, f"{slug}: figures wider than the column ({MAX_FIGURE_WIDTH_PX} px): {wide}"
+
+
 @pytest.mark.parametrize("slug", post_slugs())
 def test_both_languages_exist(slug):
     assert post_file(slug, "zh").is_file(), f"{slug} has no Chinese post {post_file(slug, 'zh')}"
