@@ -54,6 +54,31 @@ def test_kernel_equals_brute_force(seed):
         assert hl == pytest.approx(h[left].sum(), rel=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_kernel_equals_brute_force_on_sparse_histograms(seed):
+    # a small node: 25 rows over 200 bins, most bins empty (the kernel keeps only the bins that
+    # hold rows), with and without missing rows, lambda 0 (an empty child then divides by zero
+    # in the rejected candidates) and min_child_weight 0
+    rng = np.random.default_rng(100 + seed)
+    n, n_edges, missing = 25, 199, 200
+    xb = rng.integers(0, n_edges + 1, size=n)
+    if seed % 2:
+        xb[rng.random(n) < 0.3] = missing
+    g = rng.normal(size=n)
+    h = 0.25 * rng.integers(1, 5, size=n)  # exact sums: the last candidate's right child is 0.0
+    lam, alpha, mcw = (0.0, 0.0, 0.0) if seed < 4 else (1.0, 0.2, 0.5)
+    gain, f, b, dl, gl, hl = find_best_split(_hist(xb, g, h, missing + 1),
+                                             np.array([0], dtype=np.int64),
+                                             np.array([n_edges], dtype=np.int64), missing,
+                                             g.sum(), h.sum(), lam, alpha, 0.0, mcw)
+    ref_gain, ref_b, ref_dl = best_split_reference(xb, g, h, missing, lam, alpha, 0.0, mcw)
+    assert (b, dl) == (ref_b, ref_dl)
+    assert gain == pytest.approx(ref_gain, rel=1e-9)
+    left = (xb <= b) & (xb != missing) | ((xb == missing) & dl)
+    assert gl == pytest.approx(g[left].sum(), rel=1e-9)
+    assert hl == pytest.approx(h[left].sum(), rel=1e-9)
+
+
 def test_min_child_weight_blocks_small_children():
     xb = np.array([0, 1, 1, 1])
     g = np.array([-5.0, 1.0, 1.0, 1.0])

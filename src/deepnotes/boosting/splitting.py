@@ -68,7 +68,7 @@ def split_gain(gl, hl, gr, hr, lam, alpha, gamma):  # pragma: no cover - numba
                   - leaf_score(gl + gr, hl + hr, lam, alpha)) - gamma
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
                     lam, alpha, gamma, min_child_weight):  # pragma: no cover - numba
     """Best split of a node over ``features`` from its histogram.
@@ -153,11 +153,13 @@ def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
     return best_gain, best_f, best_b, best_dl, best_gl, best_hl
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _gains(gls, hls, n, g_tot, h_tot, parent, lam, alpha, gamma,
            min_child_weight, out):  # pragma: no cover - numba
     """``out[b]``: Eq. 4's gain of the split with left sums ``(gls[b], hls[b])``, or -inf
-    where a child is below ``min_child_weight`` or empty."""
+    where a child is below ``min_child_weight`` or empty. Every bin's gain is computed, the
+    rejected ones too (with ``lambda = 0`` an empty child divides by zero: numpy's error model
+    gives inf/nan there instead of raising, and lets the loop vectorise)."""
     if alpha == 0.0:  # T_0(g) = g exactly: the plain squares, which vectorise
         for b in range(n):
             gl = gls[b]
