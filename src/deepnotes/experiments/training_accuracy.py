@@ -160,7 +160,7 @@ def _surrogate_figure(temperature: float):
             title="losses of the margin (two classes)")
     fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     ax2.set(xlabel=r"margin $m$", ylabel=r"$|\partial L/\partial m|$", yscale="log",
-            ylim=(1e-12, 10), title="their slopes (0-1: zero, drawn at the floor)")
+            ylim=(1e-12, 10), title="slopes (0-1 loss: zero, at the floor)")
     return fig
 
 
