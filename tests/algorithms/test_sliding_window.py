@@ -233,6 +233,6 @@ def test_a_wrong_out_is_refused_by_name():
 
 def test_warm_up_runs_every_kernel_and_leaves_results_unchanged():
     warm_up()
-    warm_up(dtypes=(np.int32,))
+    warm_up(dtypes=(np.int32, np.float16, np.bool_))  # the widened dtypes too
     a = np.arange(10.0)
     np.testing.assert_array_equal(sliding_window_max(a, 3), np.arange(2.0, 10.0))

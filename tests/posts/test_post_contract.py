@@ -62,9 +62,9 @@ MAX_FIGURE_WIDTH_PX = 882
 def test_published_figures_fit_the_column(slug):
     from PIL import Image
 
-    run = paths.results_dir() / slug
-    wide = {png.name: Image.open(png).size[0] for png in sorted(run.glob("*.png"))
-            if Image.open(png).size[0] > MAX_FIGURE_WIDTH_PX}
+    widths = {png.name: Image.open(png).size[0]
+              for png in sorted((paths.results_dir() / slug).glob("*.png"))}
+    wide = {name: w for name, w in widths.items() if w > MAX_FIGURE_WIDTH_PX}
     assert not wide, f"{slug}: figures wider than the column ({MAX_FIGURE_WIDTH_PX} px): {wide}"
 
 

@@ -271,6 +271,18 @@ def _sliding_masked(a, k, axis, method, want_max):
     return np.ma.masked_array(out, mask=np.moveaxis(masked_in_window == k, -1, axis))
 
 
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the kernels run on: numba has no float16 or bool kernels, so those widen
+    (exactly) to float32 / uint8 and narrow back at the end."""
+    widen = {"b": np.dtype(np.uint8), "f": np.promote_types(dtype, np.float32)}
+    return widen.get(dtype.kind, dtype)
+
+
+def _lowest(work: np.dtype):
+    """The value below every sample of dtype ``work``: -inf, or the integer minimum."""
+    return work.type(-np.inf) if work.kind == "f" else work.type(np.iinfo(work).min)
+
+
 def _check_out(out, a, k, axis):
     """``out`` must be an ndarray of the result's shape and of ``a``'s dtype."""
     if out is None:
@@ -299,9 +311,7 @@ def _sliding(a, k, axis, method, want_max, out=None):
         return (view.max(axis=-1, out=target) if want_max
                 else view.min(axis=-1, out=target))
     dtype = a.dtype
-    # numba has no float16 or bool kernels: widen (exactly) and narrow back at the end.
-    widen = {"b": np.dtype(np.uint8), "f": np.promote_types(dtype, np.float32)}
-    work = widen.get(dtype.kind, dtype)
+    work = _work_dtype(dtype)
     x = np.ascontiguousarray(np.moveaxis(a, axis, -1), dtype=work)
     n = x.shape[-1]
     if not want_max:
@@ -316,7 +326,7 @@ def _sliding(a, k, axis, method, want_max, out=None):
     out = (np.moveaxis(target, axis, -1).reshape(rows.shape[0], n - k + 1) if direct
            else np.empty((rows.shape[0], n - k + 1), dtype=work))
     if rows.shape[0] > 0:
-        low = work.type(-np.inf) if work.kind == "f" else work.type(np.iinfo(work).min)
+        low = _lowest(work)
         if rows.size < PARALLEL_MIN_SIZE:
             _apply_serial(rows, k, out, method == "deque", low)
         else:
@@ -345,11 +355,10 @@ def warm_up(dtypes=(np.float64, np.float32, np.int64)) -> None:
     a latency-sensitive service. ``benchmarks/sliding_window_maximum.py`` records a new
     process's first calls with and without these two steps (``jit.first_calls_1e7``)."""
     for dtype in dtypes:
-        work = np.promote_types(dtype, np.float32) if np.dtype(dtype).kind == "f" else dtype
+        work = _work_dtype(np.dtype(dtype))
         x = np.zeros((2, 8), dtype=work)
         out = np.empty((2, 6), dtype=work)
-        low = (np.dtype(work).type(-np.inf) if np.dtype(work).kind == "f"
-               else np.dtype(work).type(np.iinfo(work).min))
+        low = _lowest(work)
         for use_deque in (False, True):
             _apply_serial(x, 3, out, use_deque, low)
             _apply(x, 3, out, use_deque, low, 3)
