@@ -26,6 +26,7 @@ from deepnotes.boosting import exact as _exact
 from deepnotes.boosting import model_io
 from deepnotes.boosting import shap as _shap
 from deepnotes.boosting.binning import BinMapper
+from deepnotes.boosting.fused_grower import FUSED_MAX_ROWS, CompactBins, fusable
 from deepnotes.boosting.grower import TreeParams, grow_tree
 from deepnotes.boosting.metrics import MAXIMIZE, METRICS, metric_base
 from deepnotes.boosting.metrics import is_known as is_known_metric
@@ -321,6 +322,10 @@ class _BaseGBDT(BaseEstimator):
             mapper = BinMapper(self.max_bin, random_state=rng).fit(X, w, self._categorical_)
             Xb_rows = mapper.transform_row_major(X)  # for the gathers below the root
             Xb = np.asfortranarray(Xb_rows)  # for the root histogram and the partitions
+            # small inputs: each tree in one compiled call on compact histograms
+            compact = (CompactBins(Xb_rows, mapper.n_edges_, mapper.missing_bin,
+                                   params.max_depth)
+                       if n <= FUSED_MAX_ROWS and fusable(params) else None)
         else:
             presorted = _exact.presort(X)
         eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
@@ -346,7 +351,8 @@ class _BaseGBDT(BaseEstimator):
                 if self.tree_method == "hist":
                     grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None, features,
                                       mapper.n_edges_, mapper.edges_, mapper.missing_bin,
-                                      params, rng, categories=mapper.categories_)
+                                      params, rng, categories=mapper.categories_,
+                                      compact=compact)
                 else:
                     grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
                                                    params, rng)

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from deepnotes.boosting.fused_grower import (
+    FUSED_MAX_ROWS,
+    CompactBins,
+    fusable,
+    grow_tree_fused,
+)
 from deepnotes.boosting.histogram import (
     PARALLEL_MIN_ROWS,
     PREFETCH_DISTANCE,
@@ -385,7 +391,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
               rows: np.ndarray,
               all_rows: bool, features: np.ndarray, n_edges: np.ndarray, edges: np.ndarray,
               missing_bin: int, params: TreeParams, rng: np.random.Generator,
-              categories: list | None = None) -> GrownTree:
+              categories: list | None = None, compact: CompactBins | None = None) -> GrownTree:
     """Grow one tree on the gradients ``grad, hess`` (float32, shape (n_samples,)).
 
     Parameters
@@ -405,7 +411,16 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
     follow xgboost: see :mod:`deepnotes.boosting.splitting` and :func:`allowed_features`. A
     categorical split stores its left and right category codes in ``tree.categories``; trees
     with categorical features grow node by node (the level kernels route by thresholds).
+
+    ``compact`` (a ``fused_grower.CompactBins`` of ``X_rows``, built once per fit): when given,
+    ``params`` are plain (``fused_grower.fusable``) and there are at most ``FUSED_MAX_ROWS``
+    rows, the whole tree is grown in one compiled call (``fused_grower.grow_tree_fused``): the
+    same tree, without this function's per-node Python.
     """
+    if compact is not None and rows.shape[0] <= FUSED_MAX_ROWS and fusable(params):
+        arrays, leaf_start, leaf_stop, leaf_value = grow_tree_fused(compact, grad, hess, rows,
+                                                                    features, edges, params)
+        return GrownTree(Tree(**arrays), leaf_start, leaf_stop, leaf_value)
     p = params
     n_bins = missing_bin + 1
     n_features = X_binned.shape[1]

@@ -87,12 +87,8 @@ def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
     largest gain (first feature, then lowest bin, on ties); feature is -1 when none has
     ``gain > MIN_GAIN``.
 
-    Per feature, three passes: the running sums (G_L, H_L) over the bins, kept only at the
-    bins that hold rows (an empty bin repeats the candidate below it, which wins the tie; most
-    bins of a small node are empty); the gains of Eq. 4 at those bins, a loop without a carried
-    dependence that the compiler turns into vector divisions; then the scan for the first
-    largest gain. The floats are those of one fused loop over every bin (the same sums, the
-    same formula), so the chosen split is too.
+    Each feature is searched by :func:`scan_feature`, which the fused grower
+    (``fused_grower``) shares on its compact histograms.
     """
     best_gain = MIN_GAIN
     best_f = -1
@@ -101,56 +97,93 @@ def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
     best_gl = 0.0
     best_hl = 0.0
     parent = leaf_score(g_tot, h_tot, lam, alpha)
-    n_bins = hist.shape[1]
-    at = np.empty(n_bins, dtype=np.int64)  # the bins that hold rows, ascending
-    gls = np.empty(n_bins)
-    hls = np.empty(n_bins)
-    gains = np.empty(n_bins)  # missing rows right
-    gains_ml = np.empty(n_bins)  # missing rows left
+    scratch = split_scratch(hist.shape[1])
     for k in range(features.shape[0]):
         j = features[k]
-        gm = hist[j, missing_bin, 0]
-        hm = hist[j, missing_bin, 1]
-        # Relative test: a sibling's histogram is parent - child, so "no missing rows" can
-        # show up as rounding residue rather than an exact zero.
-        has_missing = hm > 1e-10 * h_tot
-        # The last non-missing bin is a candidate only when it separates missing values.
-        last = n_edges[j] + 1 if has_missing else n_edges[j]
-        gl = 0.0
-        hl = 0.0
-        m = 0
-        for b in range(last):  # branch-free compaction: slot m is kept only for a non-empty bin
-            gb = hist[j, b, 0]
-            hb = hist[j, b, 1]
-            gl += gb
-            hl += hb
-            at[m] = b
-            gls[m] = gl
-            hls[m] = hl
-            m += (gb != 0.0) | (hb != 0.0)
-        _gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight, gains)
-        if has_missing:
-            for i in range(m):
-                gls[i] += gm
-                hls[i] += hm
-            _gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
-                   gains_ml)
-        for i in range(m):  # in this order: missing right, then missing left, bin by bin
-            if gains[i] > best_gain:
-                best_gain, best_f, best_b, best_dl = gains[i], j, at[i], False
-            if has_missing and gains_ml[i] > best_gain:
-                best_gain, best_f, best_b, best_dl = gains_ml[i], j, at[i], True
-        if best_f == j:  # the feature's winner: its left sums, recomputed as the loop had them
-            gl = 0.0
-            hl = 0.0
-            for b in range(best_b + 1):
-                gl += hist[j, b, 0]
-                hl += hist[j, b, 1]
-            if best_dl:
-                gl += gm
-                hl += hm
-            best_gl, best_hl = gl, hl
+        gain, b, dl = scan_feature(hist[j], n_edges[j], hist[j, missing_bin, 0],
+                                   hist[j, missing_bin, 1], g_tot, h_tot, parent, lam, alpha,
+                                   gamma, min_child_weight, best_gain, scratch)
+        if b >= 0:
+            best_gain, best_f, best_b, best_dl = gain, j, b, dl
+            best_gl, best_hl = left_sums(hist[j], b, dl, hist[j, missing_bin, 0],
+                                         hist[j, missing_bin, 1])
     return best_gain, best_f, best_b, best_dl, best_gl, best_hl
+
+
+@njit(cache=True, nogil=True)
+def split_scratch(n_bins):  # pragma: no cover - numba
+    """Work arrays of :func:`scan_feature` for features of up to ``n_bins`` bins, shape
+    (5, n_bins): bin index, G_L, H_L, gain with missing right, gain with missing left."""
+    return np.empty((5, n_bins))
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def scan_feature(hist_j, n_edge, gm, hm, g_tot, h_tot, parent, lam, alpha, gamma,
+                 min_child_weight, best_gain, scratch):  # pragma: no cover - numba
+    """The best candidate of one feature that beats ``best_gain``: ``(gain, bin,
+    default_left)``, bin -1 when none does.
+
+    ``hist_j[b]`` holds (G, H) of the feature's bin ``b`` for ``b = 0..n_edge`` (its non-missing
+    bins); ``gm, hm`` are its missing rows' sums. Three passes: the running sums (G_L, H_L) over
+    the bins, kept only at the bins that hold rows (an empty bin repeats the candidate below it,
+    which wins the tie; most bins of a small node are empty); the gains of Eq. 4 at those bins,
+    a loop without a carried dependence that the compiler turns into vector divisions; then the
+    scan for the first largest gain (missing right before missing left at each bin). The floats
+    are those of one fused loop over every bin (the same sums, the same formula), so the chosen
+    split is too.
+    """
+    at = scratch[0]
+    gls = scratch[1]
+    hls = scratch[2]
+    gains = scratch[3]  # missing rows right
+    gains_ml = scratch[4]  # missing rows left
+    # Relative test: a sibling's histogram is parent - child, so "no missing rows" can show up
+    # as rounding residue rather than an exact zero.
+    has_missing = hm > 1e-10 * h_tot
+    # The last non-missing bin is a candidate only when it separates missing values.
+    last = n_edge + 1 if has_missing else n_edge
+    gl = 0.0
+    hl = 0.0
+    m = 0
+    for b in range(last):  # branch-free compaction: slot m is kept only for a non-empty bin
+        gb = hist_j[b, 0]
+        hb = hist_j[b, 1]
+        gl += gb
+        hl += hb
+        at[m] = b
+        gls[m] = gl
+        hls[m] = hl
+        m += (gb != 0.0) | (hb != 0.0)
+    _gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight, gains)
+    if has_missing:
+        for i in range(m):
+            gls[i] += gm
+            hls[i] += hm
+        _gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
+               gains_ml)
+    best_b = -1
+    best_dl = False
+    for i in range(m):  # in this order: missing right, then missing left, bin by bin
+        if gains[i] > best_gain:
+            best_gain, best_b, best_dl = gains[i], np.int64(at[i]), False
+        if has_missing and gains_ml[i] > best_gain:
+            best_gain, best_b, best_dl = gains_ml[i], np.int64(at[i]), True
+    return best_gain, best_b, best_dl
+
+
+@njit(cache=True, nogil=True, inline="always")
+def left_sums(hist_j, b, default_left, gm, hm):  # pragma: no cover - numba
+    """(G_L, H_L) of the split ``bin <= b`` of one feature, summed as :func:`scan_feature`'s
+    running sums had them (bin by bin, then the missing rows when they go left)."""
+    gl = 0.0
+    hl = 0.0
+    for i in range(b + 1):
+        gl += hist_j[i, 0]
+        hl += hist_j[i, 1]
+    if default_left:
+        gl += gm
+        hl += hm
+    return gl, hl
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
