@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from deepnotes.boosting.histogram import PARALLEL_MIN_ROWS
+
 
 def bin_dtype(max_bin: int, has_missing: bool = True) -> type:
     """Smallest unsigned dtype holding bins ``0..max_bin`` (``max_bin`` being the missing bin), or
@@ -39,60 +41,82 @@ def bin_dtype(max_bin: int, has_missing: bool = True) -> type:
     return np.uint32
 
 
-@njit(parallel=True, cache=True)
-def _find_edges(X, w, unit_weights, max_bin, edges, n_edges):  # pragma: no cover - numba
-    n, n_features = X.shape
-    for j in prange(n_features):
-        col = X[:, j]
-        # zero-weight rows take no part: fitting with weight 0 equals dropping the row
-        keep = ~np.isnan(col) & (w > 0)
-        v = col[keep]
-        if unit_weights:
-            # Same cumulative weights as below (1, 2, ..., m), without carrying the weights
-            # through the sort: a plain sort is several times faster than a stable argsort.
-            v = np.sort(v)
-            m = v.shape[0]
-            cum = np.arange(1, m + 1).astype(np.float64)
-        else:
-            wv = w[keep]
-            order = np.argsort(v, kind="mergesort")
-            v = v[order]
-            m = v.shape[0]
-            cum = np.cumsum(wv[order])
-        n_distinct = 0
-        for i in range(m):
-            if i == 0 or v[i] != v[i - 1]:
-                n_distinct += 1
-        k = 0
-        if n_distinct <= max_bin:
-            for i in range(1, m):
-                if v[i] != v[i - 1]:
-                    edges[j, k] = v[i - 1] + (v[i] - v[i - 1]) * 0.5
-                    k += 1
-        elif m > 0:
-            total = cum[m - 1]
-            for q in range(1, max_bin):
-                i = np.searchsorted(cum, total * q / max_bin, side="left")
-                if i >= m:
-                    i = m - 1
-                nxt = np.searchsorted(v, v[i], side="right")
-                if nxt >= m:
-                    continue
-                e = v[i] + (v[nxt] - v[i]) * 0.5
-                if k == 0 or e > edges[j, k - 1]:
-                    edges[j, k] = e
-                    k += 1
-        n_edges[j] = k
+@njit(cache=True, inline="always")
+def _feature_edges(X, w, unit_weights, max_bin, edges, n_edges, j):  # pragma: no cover - numba
+    col = X[:, j]
+    # zero-weight rows take no part: fitting with weight 0 equals dropping the row
+    keep = ~np.isnan(col) & (w > 0)
+    v = col[keep]
+    if unit_weights:
+        # Same cumulative weights as below (1, 2, ..., m), without carrying the weights
+        # through the sort: a plain sort is several times faster than a stable argsort.
+        v = np.sort(v)
+        m = v.shape[0]
+        cum = np.arange(1, m + 1).astype(np.float64)
+    else:
+        wv = w[keep]
+        order = np.argsort(v, kind="mergesort")
+        v = v[order]
+        m = v.shape[0]
+        cum = np.cumsum(wv[order])
+    n_distinct = 0
+    for i in range(m):
+        if i == 0 or v[i] != v[i - 1]:
+            n_distinct += 1
+    k = 0
+    if n_distinct <= max_bin:
+        for i in range(1, m):
+            if v[i] != v[i - 1]:
+                edges[j, k] = v[i - 1] + (v[i] - v[i - 1]) * 0.5
+                k += 1
+    elif m > 0:
+        total = cum[m - 1]
+        for q in range(1, max_bin):
+            i = np.searchsorted(cum, total * q / max_bin, side="left")
+            if i >= m:
+                i = m - 1
+            nxt = np.searchsorted(v, v[i], side="right")
+            if nxt >= m:
+                continue
+            e = v[i] + (v[nxt] - v[i]) * 0.5
+            if k == 0 or e > edges[j, k - 1]:
+                edges[j, k] = e
+                k += 1
+    n_edges[j] = k
 
 
 @njit(parallel=True, cache=True)
-def _has_nan(X):  # pragma: no cover - numba
+def _find_edges_parallel(X, w, unit_weights, max_bin, edges, n_edges):  # pragma: no cover
+    for j in prange(X.shape[1]):
+        _feature_edges(X, w, unit_weights, max_bin, edges, n_edges, j)
+
+
+@njit(cache=True)
+def _find_edges_serial(X, w, unit_weights, max_bin, edges, n_edges):  # pragma: no cover
+    for j in range(X.shape[1]):
+        _feature_edges(X, w, unit_weights, max_bin, edges, n_edges, j)
+
+
+@njit(cache=True, inline="always")
+def _count_nan(X, lo, hi):  # pragma: no cover - numba
+    found = 0
+    for i in range(lo, hi):
+        for j in range(X.shape[1]):
+            found += X[i, j] != X[i, j]
+    return found
+
+
+@njit(parallel=True, cache=True)
+def _has_nan_parallel(X):  # pragma: no cover - numba
     found = 0
     for i in prange(X.shape[0]):
-        for j in range(X.shape[1]):
-            if X[i, j] != X[i, j]:
-                found += 1
+        found += _count_nan(X, i, i + 1)
     return found > 0
+
+
+@njit(cache=True)
+def _has_nan_serial(X):  # pragma: no cover - numba
+    return _count_nan(X, 0, X.shape[0]) > 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -128,20 +152,37 @@ def count_below_256(table, x):  # pragma: no cover - numba
     return a
 
 
+@njit(cache=True, inline="always")
+def _map_chunk(X, edges, n_edges, missing_bin, out, lo, hi):  # pragma: no cover - numba
+    # a feature at a time within the chunk: its edges stay in L1
+    fixed = edges.shape[1] == 256
+    for j in range(X.shape[1]):
+        e = edges[j]
+        for i in range(lo, hi):
+            x = X[i, j]
+            b = count_below_256(e, x) if fixed else count_below(e, n_edges[j], x)
+            out[i, j] = missing_bin if x != x else b
+
+
 @njit(parallel=True, cache=True)
-def _map_to_bins(X, edges, n_edges, missing_bin, out):  # pragma: no cover - numba
-    # out: row-major. Rows in chunks, a feature at a time within a chunk (its edges stay in L1).
-    n, n_features = X.shape
+def _map_to_bins_parallel(X, edges, n_edges, missing_bin, out):  # pragma: no cover - numba
+    # out: row-major; rows in chunks
+    n = X.shape[0]
     n_chunks = min(n, 512)
     chunk = (n + n_chunks - 1) // max(n_chunks, 1)
-    fixed = edges.shape[1] == 256
     for c in prange(n_chunks):
-        for j in range(n_features):
-            e = edges[j]
-            for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                x = X[i, j]
-                b = count_below_256(e, x) if fixed else count_below(e, n_edges[j], x)
-                out[i, j] = missing_bin if x != x else b
+        _map_chunk(X, edges, n_edges, missing_bin, out, c * chunk, min(n, (c + 1) * chunk))
+
+
+@njit(cache=True)
+def _map_to_bins_serial(X, edges, n_edges, missing_bin, out):  # pragma: no cover - numba
+    _map_chunk(X, edges, n_edges, missing_bin, out, 0, X.shape[0])
+
+
+def _kernel(parallel, serial, n_rows: int):
+    """The parallel twin for large inputs; below ``PARALLEL_MIN_ROWS`` rows the serial one (a
+    parallel region's start, or waiting for a busy core, costs more than such inputs take)."""
+    return parallel if n_rows >= PARALLEL_MIN_ROWS else serial
 
 
 class BinMapper:
@@ -208,8 +249,9 @@ class BinMapper:
             X, w = X[rows], w[rows]
         self.edges_ = np.full((X.shape[1], max(self.max_bin - 1, 1)), np.inf)
         self.n_edges_ = np.zeros(X.shape[1], dtype=np.int64)
-        _find_edges(np.ascontiguousarray(X), np.ascontiguousarray(w), bool(np.all(w == 1.0)),
-                    self.max_bin, self.edges_, self.n_edges_)
+        find_edges = _kernel(_find_edges_parallel, _find_edges_serial, X.shape[0])
+        find_edges(np.ascontiguousarray(X), np.ascontiguousarray(w), bool(np.all(w == 1.0)),
+                   self.max_bin, self.edges_, self.n_edges_)
         for j, codes in enumerate(self.categories_):
             if codes is not None:
                 k = max(codes.shape[0] - 1, 0)
@@ -228,13 +270,15 @@ class BinMapper:
         how the histogram kernel below the root gathers them); dtype ``bin_dtype(max_bin,
         has_missing)`` for whether ``X`` has a NaN."""
         X = np.ascontiguousarray(X, dtype=np.float64)
-        dtype = bin_dtype(max(self.missing_bin, 2), has_missing=_has_nan(X))
+        dtype = bin_dtype(max(self.missing_bin, 2), has_missing=_kernel(
+            _has_nan_parallel, _has_nan_serial, X.shape[0])(X))
         out = np.empty(X.shape, dtype=dtype)
         edges = self.edges_
         if edges.shape[1] < 256:  # pad to the fixed-size table of the branch-free search
             edges = np.full((edges.shape[0], 256), np.inf)
             edges[:, :self.edges_.shape[1]] = self.edges_
-        _map_to_bins(X, edges, self.n_edges_, self.missing_bin, out)
+        _kernel(_map_to_bins_parallel, _map_to_bins_serial, X.shape[0])(
+            X, edges, self.n_edges_, self.missing_bin, out)
         return out
 
     def threshold(self, feature: int, bin_index: int) -> float:

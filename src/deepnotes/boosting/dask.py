@@ -17,8 +17,8 @@ they live and the binned blocks (1-2 bytes a value) move to the workers with the
    sample weights; summaries are merged pairwise on the workers, and a merged summary longer
    than ``SUMMARY_SIZE`` points is pruned to ``SUMMARY_SIZE`` points spaced evenly in cumulative
    weight (each kept point carries the weight of the values since the previous one). The client
-   runs ``binning._find_edges`` on the merged summary. While no summary was pruned this is an
-   *exact* pass: the edges are those ``BinMapper`` finds on all rows (midpoints of distinct
+   runs ``binning._find_edges_serial`` on the merged summary. While no summary was pruned this
+   is an *exact* pass: the edges are those ``BinMapper`` finds on all rows (midpoints of distinct
    values, or the same weighted quantiles). After pruning, a quantile is off by at most
    ``W / SUMMARY_SIZE`` of the total weight ``W`` (a mergeable weighted-quantile summary in the
    spirit of the paper's Sec. 3.3 sketch, without its error-bounded prune). The same pass
@@ -79,7 +79,7 @@ import time
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from deepnotes.boosting.binning import BinMapper, _find_edges
+from deepnotes.boosting.binning import BinMapper, _find_edges_serial
 from deepnotes.boosting.gbdt import GBDTClassifier, GBDTRegressor, _threads
 from deepnotes.boosting.grower import (
     add_leaf_values,
@@ -987,10 +987,9 @@ class _DaskMixin:
         K = obj.n_outputs
         edges = np.full((n_features, max(self.max_bin - 1, 1)), np.inf)
         n_edges = np.zeros(n_features, dtype=np.int64)
-        with _threads(1):  # one feature per call: a parallel region would only wait for threads
-            for j, (v, c) in enumerate(summary):
-                _find_edges(np.ascontiguousarray(v[:, None]), np.ascontiguousarray(c), False,
-                            self.max_bin, edges[j:j + 1], n_edges[j:j + 1])
+        for j, (v, c) in enumerate(summary):  # one feature per call: the serial kernel
+            _find_edges_serial(np.ascontiguousarray(v[:, None]), np.ascontiguousarray(c), False,
+                               self.max_bin, edges[j:j + 1], n_edges[j:j + 1])
         mapper = BinMapper(self.max_bin)
         mapper.edges_, mapper.n_edges_ = edges, n_edges
         missing_bin = mapper.missing_bin

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from deepnotes.boosting.histogram import CHUNK_ROWS
 from deepnotes.boosting.splitting import (
     MIN_GAIN,
+    candidate_gains,
     leaf_score,
     leaf_weight,
     left_sums,
-    scan_feature,
-    split_scratch,
 )
 
 #: Inputs with more rows use ``grow_tree``'s level-parallel kernels. This bound also keeps every
@@ -59,7 +59,7 @@ def fusable(params) -> bool:
 
 
 class CompactBins:
-    """A binned matrix re-coded for the fused grower; built once per fit.
+    """A binned matrix re-coded for the fused grower, and its buffers; built once per fit.
 
     Parameters
     ----------
@@ -70,10 +70,16 @@ class CompactBins:
 
     Attributes
     ----------
-    codes : ndarray of int32, shape (n_samples, n_features)   row of ``hist`` for each value
-    offsets : ndarray of int64, shape (n_features + 1,)       feature ``j``'s rows start here;
-                                                              its missing row is ``offsets[j+1]-1``
-    pool : ndarray of float64, shape (max_depth + 2, n_bins_total, 2)   histogram buffers
+    codes : ndarray of uint16 (int32 past 65,535 rows), shape (n_samples, n_features)
+        the histogram row each value adds to
+    offsets : ndarray of int64, shape (n_features + 1,)
+        feature ``j``'s histogram rows start here; its missing row is ``offsets[j + 1] - 1``
+    pool : ndarray of float64, shape (max_depth + 2, n_bins_total, 2)
+        histogram buffers, (G, H) per row; ``pool_gh`` is the same memory as complex numbers
+        ``G + iH``, so that adding a row's pair is one two-lane vector addition (the same two
+        float additions)
+    occupied : ndarray of uint64, shape (max_depth + 2, ceil(n_bins_total / 64))
+        per buffer, a bit per histogram row that received a row (valid where ``marked``)
     """
 
     def __init__(self, X_rows: np.ndarray, n_edges: np.ndarray, missing_bin: int,
@@ -83,65 +89,203 @@ class CompactBins:
             raise ValueError(f"X_rows has shape {X_rows.shape}, expected (n, {len(n_edges)})")
         self.offsets = np.zeros(n_edges.shape[0] + 1, dtype=np.int64)
         np.cumsum(n_edges + 2, out=self.offsets[1:])
+        n_total = int(self.offsets[-1])
         bins = X_rows.astype(np.int32)
-        missing = bins == missing_bin
-        self.codes = np.where(missing, (self.offsets[1:] - 1).astype(np.int32),
-                              bins + self.offsets[:-1].astype(np.int32))
+        codes = np.where(bins == missing_bin, (self.offsets[1:] - 1).astype(np.int32),
+                         bins + self.offsets[:-1].astype(np.int32))
+        # two bytes a value when they suffice: half the memory the gathers stream through
+        self.codes = codes.astype(np.uint16) if n_total <= 65536 else codes
         self.n_edges = n_edges
-        self.pool = np.empty((max_depth + 2, int(self.offsets[-1]), 2))
+        self.pool = np.empty((max_depth + 2, n_total, 2))
+        self.pool_gh = self.pool.view(np.complex128).reshape(max_depth + 2, n_total)
+        self.occupied = np.empty((max_depth + 2, (n_total + 63) // 64), dtype=np.uint64)
+        self.marked = np.zeros(max_depth + 2, dtype=np.bool_)
         self.partition_buffer = np.empty(X_rows.shape[0], dtype=np.int32)
-        self.scratch = split_scratch(int(n_edges.max()) + 2 if n_edges.size else 1)
+        self.candidates = _candidate_arrays(int(n_edges.max()) + 2 if n_edges.size else 1)
+
+
+#: A node with fewer rows than this fraction of a feature's bins scans that feature through its
+#: ``occupied`` bits (only the bins that hold rows); larger ones scan every bin, which is
+#: faster when most bins hold rows.
+SPARSE_ROWS_PER_BIN = 0.25
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(codes, rows, start, stop, grad, hess, features, offsets, hist):  # pragma: no cover
-    # zero the features' rows, then add each row's (g, h) to its bins, rows in ascending order
+def _accumulate(codes, rows, start, stop, grad, hess, features, all_features, offsets, hist_gh,
+                occupied, mark):  # pragma: no cover - numba
+    # Zero the features' rows, then add each row's (g, h) to its bins, rows in ascending order
+    # (one complex addition: G and H are added as two float64 lanes). ``mark``: also set the
+    # occupied bit of every bin that receives a row.
     nf = features.shape[0]
-    for k in range(nf):
-        j = features[k]
-        hist[offsets[j]:offsets[j + 1]] = 0.0
+    if all_features:
+        hist_gh[:] = 0.0
+    else:
+        for k in range(nf):
+            hist_gh[offsets[features[k]]:offsets[features[k] + 1]] = 0.0
+    if mark:
+        if all_features:
+            occupied[:] = 0
+        else:
+            for k in range(nf):
+                j = features[k]
+                occupied[offsets[j] >> 6:((offsets[j + 1] - 1) >> 6) + 1] = 0
+    one = np.uint64(1)
     for i in range(start, stop):
         r = rows[i]
-        g = np.float64(grad[r])
-        h = np.float64(hess[r])
-        for k in range(nf):
-            o = codes[r, features[k]]
-            hist[o, 0] += g
-            hist[o, 1] += h
+        gh = complex(np.float64(grad[r]), np.float64(hess[r]))
+        row = codes[r]
+        if all_features:  # contiguous codes: the common case, kept free of the indirection
+            for k in range(nf):
+                hist_gh[row[k]] += gh
+        else:
+            for k in range(nf):
+                hist_gh[row[features[k]]] += gh
+        if mark:
+            for k in range(nf):
+                o = np.int64(row[features[k]])
+                occupied[o >> 6] |= one << np.uint64(o & 63)
 
 
 @njit(cache=True, nogil=True)
-def _subtract(parent, child, features, offsets):  # pragma: no cover - numba
+def _subtract(parent_gh, child_gh, features, all_features, offsets):  # pragma: no cover - numba
     # parent <- parent - child over the features' rows: the larger child's histogram
+    if all_features:
+        for o in range(parent_gh.shape[0]):
+            parent_gh[o] = parent_gh[o] - child_gh[o]
+        return
     for k in range(features.shape[0]):
         j = features[k]
         for o in range(offsets[j], offsets[j + 1]):
-            parent[o, 0] = parent[o, 0] - child[o, 0]
-            parent[o, 1] = parent[o, 1] - child[o, 1]
+            parent_gh[o] = parent_gh[o] - child_gh[o]
+
+
+#: Candidates are evaluated in blocks of at least this many (whole features at a time): long
+#: enough for the gains' vector loop, short enough for the work arrays to stay in L1.
+CANDIDATE_BLOCK = 512
+
+
+def _candidate_arrays(widest: int) -> tuple:
+    # Work arrays of ``_best_split``: a block's candidate splits, at most two per histogram row
+    # (missing values right, then left), the block ending after the feature that fills it:
+    # (2 * row + default_left, G_L, H_L, gain)
+    n = CANDIDATE_BLOCK + 2 * widest
+    return np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _push(cand, n, o, gl, hl, gm, hm, has_missing, keep):  # pragma: no cover - numba
+    # Write the candidates of histogram row o at slot n (missing right) and, when the node has
+    # missing values, n + 1 (missing left); they are kept (the count advances) only when
+    # ``keep``. Branch-free: an empty bin repeats the candidate below it, which wins the tie.
+    at, gls, hls, _ = cand
+    at[n], gls[n], hls[n] = 2 * o, gl, hl
+    if has_missing:
+        at[n + 1] = 2 * o + 1
+        gls[n + 1] = gl + gm
+        hls[n + 1] = hl + hm
+        return n + 2 * keep
+    return n + keep
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _best_split(hist, features, offsets, n_edges, g_tot, h_tot, lam, alpha, gamma,
-                min_child_weight, scratch):  # pragma: no cover - numba
-    # ``splitting.find_best_split`` on the compact layout: the same scan, feature by feature
-    best_gain = MIN_GAIN
-    best_f = -1
-    best_b = -1
-    best_dl = False
-    best_gl = 0.0
-    best_hl = 0.0
+def _best_split(hist, occupied, sparse_below, features, offsets, n_edges, g_tot, h_tot, lam,
+                alpha, gamma, min_child_weight, cand):  # pragma: no cover - numba
+    # ``splitting.find_best_split`` on the compact layout, with the same candidates in the same
+    # order and the same floats, but gathered over all features first: one pass of Eq. 4's
+    # gains over every candidate (long vector loops instead of one short loop per feature), then
+    # one scan for the first largest gain. Bins of a feature with more than ``sparse_below``
+    # bins are visited through the ``occupied`` bits (the others hold exact zeros, which leave
+    # the running sums as they are).
+    n = 0
+    one = np.uint64(1)
     parent = leaf_score(g_tot, h_tot, lam, alpha)
+    best_gain = MIN_GAIN
+    best_at = -1  # 2 * histogram row + default_left of the best candidate so far
     for k in range(features.shape[0]):
         j = features[k]
-        hist_j = hist[offsets[j]:offsets[j + 1]]
-        gm = hist_j[n_edges[j] + 1, 0]
-        hm = hist_j[n_edges[j] + 1, 1]
-        gain, b, dl = scan_feature(hist_j, n_edges[j], gm, hm, g_tot, h_tot, parent, lam,
-                                   alpha, gamma, min_child_weight, best_gain, scratch)
-        if b >= 0:
-            best_gain, best_f, best_b, best_dl = gain, j, b, dl
-            best_gl, best_hl = left_sums(hist_j, b, dl, gm, hm)
-    return best_gain, best_f, best_b, best_dl, best_gl, best_hl
+        lo = offsets[j]
+        gm = hist[lo + n_edges[j] + 1, 0]
+        hm = hist[lo + n_edges[j] + 1, 1]
+        # as splitting.scan_feature: a relative test for missing rows; the last non-missing
+        # bin is a candidate only when it separates missing values
+        has_missing = hm > 1e-10 * h_tot
+        last = n_edges[j] + 1 if has_missing else n_edges[j]
+        if last <= 0:
+            continue
+        gl = 0.0
+        hl = 0.0
+        if n_edges[j] + 1 <= sparse_below and not has_missing:
+            at, gls, hls, _ = cand
+            for o in range(lo, lo + last):
+                gb = hist[o, 0]
+                hb = hist[o, 1]
+                gl += gb
+                hl += hb
+                at[n] = 2 * o
+                gls[n] = gl
+                hls[n] = hl
+                n += (gb != 0.0) | (hb != 0.0)
+        elif n_edges[j] + 1 <= sparse_below:
+            for b in range(last):
+                gb = hist[lo + b, 0]
+                hb = hist[lo + b, 1]
+                gl += gb
+                hl += hb
+                n = _push(cand, n, lo + b, gl, hl, gm, hm, has_missing,
+                          (gb != 0.0) | (hb != 0.0))
+        else:
+            hi = lo + last - 1
+            for w in range(lo >> 6, (hi >> 6) + 1):
+                word = occupied[w]
+                if w == lo >> 6:
+                    word &= ~((one << np.uint64(lo & 63)) - one)
+                if w == hi >> 6 and (hi & 63) < 63:
+                    word &= (one << np.uint64((hi & 63) + 1)) - one
+                while word:
+                    o = w * 64 + np.int64(trailing_zeros(word))
+                    gb = hist[o, 0]
+                    hb = hist[o, 1]
+                    gl += gb
+                    hl += hb
+                    # a larger child's bin can hold zeros
+                    n = _push(cand, n, o, gl, hl, gm, hm, has_missing,
+                              (gb != 0.0) | (hb != 0.0))
+                    word &= word - one
+        if n >= CANDIDATE_BLOCK:
+            best_gain, best_at = _choose(cand, n, g_tot, h_tot, parent, lam, alpha, gamma,
+                                         min_child_weight, best_gain, best_at)
+            n = 0
+    best_gain, best_at = _choose(cand, n, g_tot, h_tot, parent, lam, alpha, gamma,
+                                 min_child_weight, best_gain, best_at)
+    if best_at < 0:
+        return best_gain, -1, -1, False, 0.0, 0.0
+    o = best_at >> 1
+    dl = (best_at & 1) == 1
+    j = np.searchsorted(offsets, o, side="right") - 1
+    lo = offsets[j]
+    miss = lo + n_edges[j] + 1
+    gl, hl = left_sums(hist[lo:miss], o - lo, dl, hist[miss, 0], hist[miss, 1])
+    return best_gain, j, o - lo, dl, gl, hl
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _choose(cand, n, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight, best_gain,
+            best_at):  # pragma: no cover - numba
+    # Eq. 4's gains of the first n candidates, then the first that beats best_gain
+    at, gls, hls, gains = cand
+    candidate_gains(gls, hls, n, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
+                    gains)
+    for i in range(n):
+        if gains[i] > best_gain:
+            best_gain = gains[i]
+            best_at = at[i]
+    return best_gain, best_at
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sparse_below(n_rows, marked):  # pragma: no cover - numba
+    # features with more bins than this are scanned through the occupied bits (never unmarked)
+    return n_rows / SPARSE_ROWS_PER_BIN if marked else np.inf
 
 
 @njit(cache=True, nogil=True)
@@ -165,8 +309,12 @@ def _partition(rows, start, stop, codes, feature, last_left, missing_code, defau
 
 @njit(cache=True, nogil=True)
 def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam, alpha,
-          gamma, min_child_weight, learning_rate, pool, buf, scratch):  # pragma: no cover
+          gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked, buf,
+          cand):  # pragma: no cover - numba
     m = rows.shape[0]
+    all_features = features.shape[0] == codes.shape[1]  # features are ascending and distinct
+    # a node with fewer rows marks its occupied bins (some feature will scan through them)
+    mark_below = SPARSE_ROWS_PER_BIN * (np.max(n_edges) + 1)
     cap = min(2 ** (max_depth + 1) - 1, 2 * m + 1)
     # per node, in creation (depth-first) order
     feature = np.full(cap, -1, dtype=np.int64)
@@ -195,7 +343,9 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
 
     n_free -= 1
     root_slot = free[n_free]
-    _accumulate(codes, rows, 0, m, grad, hess, features, offsets, pool[root_slot])
+    marked[root_slot] = m < mark_below
+    _accumulate(codes, rows, 0, m, grad, hess, features, all_features, offsets,
+                pool_gh[root_slot], occupied[root_slot], marked[root_slot])
     j0 = features[0]
     g0 = 0.0
     h0 = 0.0
@@ -206,8 +356,8 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
     g_node[0], h_node[0], start[0], stop[0], depth[0] = g0, h0, 0, m, 0
     if max_depth > 0:
         s_gain[0], s_f[0], s_b[0], s_dl[0], s_gl[0], s_hl[0] = _best_split(
-            pool[root_slot], features, offsets, n_edges, g0, h0, lam, alpha, gamma,
-            min_child_weight, scratch)
+            pool[root_slot], occupied[root_slot], _sparse_below(m, marked[root_slot]),
+            features, offsets, n_edges, g0, h0, lam, alpha, gamma, min_child_weight, cand)
     else:
         s_f[0] = -1
     if s_f[0] >= 0:
@@ -245,15 +395,19 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
         small, large = (lc, rc) if n_left <= z - a - n_left else (rc, lc)
         n_free -= 1
         small_slot = free[n_free]
-        _accumulate(codes, rows, start[small], stop[small], grad, hess, features, offsets,
-                    pool[small_slot])
-        _subtract(pool[parent_slot], pool[small_slot], features, offsets)
+        marked[small_slot] = stop[small] - start[small] < mark_below
+        _accumulate(codes, rows, start[small], stop[small], grad, hess, features, all_features,
+                    offsets, pool_gh[small_slot], occupied[small_slot], marked[small_slot])
+        # the larger child's occupied bins are a subset of its parent's: it keeps those marks
+        _subtract(pool_gh[parent_slot], pool_gh[small_slot], features, all_features, offsets)
         slot[small], slot[large] = small_slot, parent_slot
         # push the right child first: the left one is split next (any order gives these trees)
         for child in (rc, lc):
             s_gain[child], s_f[child], s_b[child], s_dl[child], s_gl[child], s_hl[child] = \
-                _best_split(pool[slot[child]], features, offsets, n_edges, g_node[child],
-                            h_node[child], lam, alpha, gamma, min_child_weight, scratch)
+                _best_split(pool[slot[child]], occupied[slot[child]],
+                            _sparse_below(stop[child] - start[child], marked[slot[child]]),
+                            features, offsets, n_edges, g_node[child], h_node[child], lam,
+                            alpha, gamma, min_child_weight, cand)
             if s_f[child] >= 0:
                 stack[n_stack] = child
                 n_stack += 1
@@ -335,7 +489,8 @@ def grow_tree_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, ro
     out = _grow(compact.codes, compact.offsets, compact.n_edges, grad, hess, rows, features,
                 edges, int(p.max_depth), float(p.reg_lambda), float(p.reg_alpha),
                 float(p.gamma), float(p.min_child_weight), float(p.learning_rate),
-                compact.pool, compact.partition_buffer, compact.scratch)
+                compact.pool, compact.pool_gh, compact.occupied, compact.marked,
+                compact.partition_buffer, compact.candidates)
     names = ("feature", "threshold", "bin_threshold", "default_left", "left", "right", "value",
              "gain", "cover")
     return dict(zip(names, out[:9], strict=True)), out[9], out[10], out[11]
