@@ -12,6 +12,14 @@ module grows the same tree inside one numba function, and stores histograms comp
   binned matrix is re-coded once per fit (:class:`CompactBins`): ``codes[r, j]`` is the row of
   ``hist`` that row ``r``'s value of feature ``j`` adds to. On digits (pixel intensities 0..16,
   17 bins of 257) the histograms shrink 15-fold, and so do their clearing, subtraction and scan.
+- **Histogram arithmetic.** A bin's (G, H) pair is one complex number, so adding a row's
+  gradient pair is one two-lane vector addition (the same two float additions); codes are
+  two bytes when they fit.
+- **Split search.** Candidates of all features are gathered in L1-sized blocks and their gains
+  computed by block (one long vector loop instead of a short one per feature; digits' 64
+  features have 15 bins each). A division-free test first drops the candidates that cannot
+  beat the best gain so far (see ``_choose``). A small node (fewer rows than a feature's bins)
+  marks the bins its rows touch, and its scan visits only those.
 - **Depth-first order, a small pool.** Nodes are split depth-first from an explicit stack, so at
   most ``max_depth + 1`` histograms are alive; the pool is allocated once per fit. The smaller
   child's histogram is built from its rows and the larger one's is the parent's minus it
@@ -19,11 +27,11 @@ module grows the same tree inside one numba function, and stores histograms comp
   breadth-first, left child before right, as ``grow_tree`` numbers them.
 
 The trees are identical to ``grow_tree``'s, float for float: each node's rows are summed in the
-same (ascending) order, the split search is the same :func:`~deepnotes.boosting.splitting.
-scan_feature`, and the partition is the same stable one. ``tests/boosting/test_fused_grower.py``
-holds the two to equality. It covers plain depth-wise growth only (no monotone, interaction or
-categorical constraints, no per-node column sampling); ``grow_tree`` dispatches here when those
-hold and the input has at most ``FUSED_MAX_ROWS`` rows.
+same (ascending) order, the split search keeps :func:`~deepnotes.boosting.splitting.
+scan_feature`'s candidates, order and float formula, and the partition is the same stable one.
+``tests/boosting/test_fused_grower.py`` holds the two to equality. It covers plain depth-wise
+growth only (no monotone, interaction or categorical constraints, no per-node column sampling);
+``grow_tree`` dispatches here when those hold and the input has at most ``FUSED_MAX_ROWS`` rows.
 """
 
 from __future__ import annotations
@@ -107,7 +115,7 @@ class CompactBins:
 #: A node with fewer rows than this fraction of a feature's bins scans that feature through its
 #: ``occupied`` bits (only the bins that hold rows); larger ones scan every bin, which is
 #: faster when most bins hold rows.
-SPARSE_ROWS_PER_BIN = 0.25
+SPARSE_ROWS_PER_BIN = 1.0
 
 
 @njit(cache=True, nogil=True)
@@ -271,14 +279,49 @@ def _best_split(hist, occupied, sparse_below, features, offsets, n_edges, g_tot,
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _choose(cand, n, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight, best_gain,
             best_at):  # pragma: no cover - numba
-    # Eq. 4's gains of the first n candidates, then the first that beats best_gain
+    # The first of the n candidates whose Eq. 4 gain beats best_gain, as one pass of
+    # ``candidate_gains`` and a scan would find it, with fewer divisions (two per candidate
+    # made the pass as slow as the running sums that feed it):
+    #
+    # 1. A division-free test drops the candidates that cannot win. Eq. 4 beats best_gain only
+    #    if S = G_L^2 / (H_L + lambda) + G_R^2 / (H_R + lambda) exceeds
+    #    S_min = 2 (best_gain + gamma) + score(parent), i.e. only if
+    #    G_L^2 (H_R + lambda) + G_R^2 (H_L + lambda) > S_min (H_L + lambda)(H_R + lambda).
+    #    Every term is non-negative, so both sides carry a relative rounding error of a few
+    #    ulps; the test keeps a margin of 1e-9 of S_min, so no candidate that the exact pass
+    #    would pick is dropped (the margin is ~10^6 times the rounding error).
+    # 2. The candidates that pass get Eq. 4's gain, in order, computed as candidate_gains does.
     at, gls, hls, gains = cand
-    candidate_gains(gls, hls, n, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
-                    gains)
+    if alpha != 0.0:  # T_alpha(G)^2 is not a plain square: the full pass
+        candidate_gains(gls, hls, n, g_tot, h_tot, parent, lam, alpha, gamma,
+                        min_child_weight, gains)
+        for i in range(n):
+            if gains[i] > best_gain:
+                best_gain = gains[i]
+                best_at = at[i]
+        return best_gain, best_at
+    s_min = (2.0 * (best_gain + gamma) + parent) * (1.0 - 1e-9)
+    passed = gains  # 1.0 where a candidate may win
+    for i in range(n):  # no division, no branch: a vector loop
+        gl = gls[i]
+        hl = hls[i]
+        gr = g_tot - gl
+        hr = h_tot - hl
+        dl = hl + lam
+        dr = hr + lam
+        ok = (hl >= min_child_weight) & (hr >= min_child_weight) & (hl > 0.0) & (hr > 0.0)
+        may_win = gl * gl * dr + gr * gr * dl > s_min * (dl * dr)
+        passed[i] = 1.0 if ok & may_win else 0.0
     for i in range(n):
-        if gains[i] > best_gain:
-            best_gain = gains[i]
-            best_at = at[i]
+        if passed[i] != 0.0:
+            gl = gls[i]
+            hl = hls[i]
+            gr = g_tot - gl
+            hr = h_tot - hl
+            gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent) - gamma
+            if gain > best_gain:
+                best_gain = gain
+                best_at = at[i]
     return best_gain, best_at
 
 
