@@ -110,6 +110,10 @@ class CompactBins:
         self.marked = np.zeros(max_depth + 2, dtype=np.bool_)
         self.partition_buffer = np.empty(X_rows.shape[0], dtype=np.int32)
         self.candidates = _candidate_arrays(int(n_edges.max()) + 2 if n_edges.size else 1)
+        # per-node work arrays of ``_grow`` (a tree has at most this many nodes)
+        n_nodes = min(2 ** (max_depth + 1) - 1, 2 * X_rows.shape[0] + 1)
+        self.node_ints = np.empty((11, n_nodes), dtype=np.int64)
+        self.node_floats = np.empty((6, n_nodes))
 
 
 #: A node with fewer rows than this fraction of a feature's bins scans that feature through its
@@ -353,35 +357,21 @@ def _partition(rows, start, stop, codes, feature, last_left, missing_code, defau
 @njit(cache=True, nogil=True)
 def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam, alpha,
           gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked, buf,
-          cand):  # pragma: no cover - numba
+          cand, node_ints, node_floats):  # pragma: no cover - numba
     m = rows.shape[0]
     all_features = features.shape[0] == codes.shape[1]  # features are ascending and distinct
     # a node with fewer rows marks its occupied bins (some feature will scan through them)
     mark_below = SPARSE_ROWS_PER_BIN * (np.max(n_edges) + 1)
-    cap = min(2 ** (max_depth + 1) - 1, 2 * m + 1)
-    # per node, in creation (depth-first) order
-    feature = np.full(cap, -1, dtype=np.int64)
-    bin_threshold = np.full(cap, -1, dtype=np.int64)
-    default_left = np.zeros(cap, dtype=np.bool_)
-    left = np.full(cap, -1, dtype=np.int64)
-    gain = np.zeros(cap)
-    g_node = np.empty(cap)
-    h_node = np.empty(cap)
-    start = np.empty(cap, dtype=np.int64)
-    stop = np.empty(cap, dtype=np.int64)
-    depth = np.empty(cap, dtype=np.int64)
-    # the split found for a node still to be split (on the stack)
-    s_gain = np.empty(cap)
-    s_f = np.empty(cap, dtype=np.int64)
-    s_b = np.empty(cap, dtype=np.int64)
-    s_dl = np.zeros(cap, dtype=np.bool_)
-    s_gl = np.empty(cap)
-    s_hl = np.empty(cap)
-    slot = np.empty(cap, dtype=np.int64)  # its histogram's buffer in the pool
+    # per node, in creation (depth-first) order: views of the fit's work arrays
+    (feature, bin_threshold, default_left, left, start, stop, depth, s_f, s_b, s_dl,
+     slot) = node_ints
+    gain, g_node, h_node, s_gain, s_gl, s_hl = node_floats
+    # s_*: the split found for a node still to be split (on the stack); slot: its histogram's
+    # buffer in the pool
 
     free = np.arange(pool.shape[0])[::-1].copy()  # a stack of free buffers
     n_free = pool.shape[0]
-    stack = np.empty(cap, dtype=np.int64)
+    stack = np.empty(node_ints.shape[1], dtype=np.int64)
     n_stack = 0
 
     n_free -= 1
@@ -397,6 +387,7 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
         h0 += pool[root_slot, o, 1]
     n_nodes = 1
     g_node[0], h_node[0], start[0], stop[0], depth[0] = g0, h0, 0, m, 0
+    feature[0], bin_threshold[0], default_left[0], left[0], gain[0] = -1, -1, 0, -1, 0.0
     if max_depth > 0:
         s_gain[0], s_f[0], s_b[0], s_dl[0], s_gl[0], s_hl[0] = _best_split(
             pool[root_slot], occupied[root_slot], _sparse_below(m, marked[root_slot]),
@@ -430,6 +421,9 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
         g_node[lc], h_node[lc], start[lc], stop[lc], depth[lc] = gl, hl, a, a + n_left, d
         g_node[rc], h_node[rc] = g_node[node] - gl, h_node[node] - hl
         start[rc], stop[rc], depth[rc] = a + n_left, z, d
+        for child in (lc, rc):  # a leaf unless it is split later
+            feature[child], bin_threshold[child], default_left[child] = -1, -1, 0
+            left[child], gain[child] = -1, 0.0
         parent_slot = slot[node]
         if d >= max_depth:  # the children are leaves
             free[n_free] = parent_slot
@@ -470,44 +464,38 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
             order[n_seen] = left[old]
             order[n_seen + 1] = left[old] + 1
             n_seen += 2
-    out_feature = np.empty(n_nodes, dtype=np.int32)
-    out_threshold = np.empty(n_nodes)
-    out_bin = np.empty(n_nodes, dtype=np.int32)
+    # few, wide outputs: each array returned to Python is boxed, at about a microsecond each
+    out_ints = np.empty((4, n_nodes), dtype=np.int32)  # feature, bin_threshold, left, right
+    out_floats = np.empty((4, n_nodes))  # threshold, value, gain, cover
     out_dl = np.empty(n_nodes, dtype=np.uint8)
-    out_left = np.empty(n_nodes, dtype=np.int32)
-    out_right = np.empty(n_nodes, dtype=np.int32)
-    out_value = np.empty(n_nodes)
-    out_gain = np.empty(n_nodes)
-    out_cover = np.empty(n_nodes)
     n_leaves = (n_nodes + 1) // 2
-    leaf_start = np.empty(n_leaves, dtype=np.int64)
-    leaf_stop = np.empty(n_leaves, dtype=np.int64)
+    leaf_bounds = np.empty((2, n_leaves), dtype=np.int64)
     leaf_value = np.empty(n_leaves)
     n_leaf = 0
     for i in range(n_nodes):
         old = order[i]
         f = feature[old]
-        out_feature[i] = f
-        out_bin[i] = bin_threshold[old]
+        out_ints[0, i] = f
+        out_ints[1, i] = bin_threshold[old]
         out_dl[i] = default_left[old]
-        out_value[i] = leaf_weight(g_node[old], h_node[old], lam, alpha) * learning_rate
-        out_gain[i] = gain[old]
-        out_cover[i] = h_node[old]
+        value = leaf_weight(g_node[old], h_node[old], lam, alpha) * learning_rate
+        out_floats[1, i] = value
+        out_floats[2, i] = gain[old]
+        out_floats[3, i] = h_node[old]
         if f >= 0:
             b = bin_threshold[old]
-            out_threshold[i] = edges[f, b] if b < edges.shape[1] else np.inf
-            out_left[i] = new_id[left[old]]
-            out_right[i] = new_id[left[old] + 1]
+            out_floats[0, i] = edges[f, b] if b < edges.shape[1] else np.inf
+            out_ints[2, i] = new_id[left[old]]
+            out_ints[3, i] = new_id[left[old] + 1]
         else:
-            out_threshold[i] = 0.0
-            out_left[i] = -1
-            out_right[i] = -1
-            leaf_start[n_leaf] = start[old]
-            leaf_stop[n_leaf] = stop[old]
-            leaf_value[n_leaf] = out_value[i]
+            out_floats[0, i] = 0.0
+            out_ints[2, i] = -1
+            out_ints[3, i] = -1
+            leaf_bounds[0, n_leaf] = start[old]
+            leaf_bounds[1, n_leaf] = stop[old]
+            leaf_value[n_leaf] = value
             n_leaf += 1
-    return (out_feature, out_threshold, out_bin, out_dl, out_left, out_right, out_value,
-            out_gain, out_cover, leaf_start, leaf_stop, leaf_value)
+    return out_ints, out_floats, out_dl, leaf_bounds, leaf_value
 
 
 def grow_tree_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, rows: np.ndarray,
@@ -533,7 +521,10 @@ def grow_tree_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, ro
                 edges, int(p.max_depth), float(p.reg_lambda), float(p.reg_alpha),
                 float(p.gamma), float(p.min_child_weight), float(p.learning_rate),
                 compact.pool, compact.pool_gh, compact.occupied, compact.marked,
-                compact.partition_buffer, compact.candidates)
-    names = ("feature", "threshold", "bin_threshold", "default_left", "left", "right", "value",
-             "gain", "cover")
-    return dict(zip(names, out[:9], strict=True)), out[9], out[10], out[11]
+                compact.partition_buffer, compact.candidates, compact.node_ints,
+                compact.node_floats)
+    ints, floats, default_left, leaf_bounds, leaf_value = out
+    arrays = {"feature": ints[0], "bin_threshold": ints[1], "left": ints[2], "right": ints[3],
+              "default_left": default_left, "threshold": floats[0], "value": floats[1],
+              "gain": floats[2], "cover": floats[3]}
+    return arrays, leaf_bounds[0], leaf_bounds[1], leaf_value

@@ -323,7 +323,8 @@ class _BaseGBDT(BaseEstimator):
             Xb_rows = mapper.transform_row_major(X)  # for the gathers below the root
             Xb = np.asfortranarray(Xb_rows)  # for the root histogram and the partitions
             # small inputs: each tree in one compiled call on compact histograms
-            compact = (CompactBins(Xb_rows, mapper.n_edges_, mapper.missing_bin,
+            missing_bin = mapper.missing_bin  # a property that reduces n_edges_: once
+            compact = (CompactBins(Xb_rows, mapper.n_edges_, missing_bin,
                                    params.max_depth)
                        if n <= FUSED_MAX_ROWS and fusable(params) else None)
         else:
@@ -350,7 +351,7 @@ class _BaseGBDT(BaseEstimator):
                 rows = sampled.copy()
                 if self.tree_method == "hist":
                     grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None, features,
-                                      mapper.n_edges_, mapper.edges_, mapper.missing_bin,
+                                      mapper.n_edges_, mapper.edges_, missing_bin,
                                       params, rng, categories=mapper.categories_,
                                       compact=compact)
                 else:
@@ -360,14 +361,14 @@ class _BaseGBDT(BaseEstimator):
                 if obj.refresh_leaf is not None:  # gbdt-a: absolute / quantile error
                     self._refresh_leaves(tree, X, y, raw[k], w, sampled)
                 elif self.tree_method == "hist":
-                    grown.add_to_scores(raw[k], rows, Xb, mapper.missing_bin)
+                    grown.add_to_scores(raw[k], rows, Xb, missing_bin)
                 else:
                     grown.add_to_scores(raw[k], rows, None, -1)
                 if rest is not None and len(rest) and obj.refresh_leaf is None:
                     if self.tree_method == "hist" and not tree.categories:
                         predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
                                             tree.default_left, tree.left, tree.right, tree.value,
-                                            mapper.missing_bin, raw[k])
+                                            missing_bin, raw[k])
                     else:
                         out = np.zeros((len(rest), 1))
                         predict_raw(make_forest([tree], [0]), X[rest], out)

@@ -265,7 +265,7 @@ def _leaf_values_serial(out, rows, starts, stops, values):  # pragma: no cover -
 
 def add_leaf_values(out, rows, starts, stops, values) -> None:
     """``out[rows[start:stop]] += value`` for every leaf: the training scores' update."""
-    big = int(np.sum(stops - starts)) >= PARALLEL_MIN_ROWS
+    big = rows.shape[0] >= PARALLEL_MIN_ROWS
     (_leaf_values_parallel if big else _leaf_values_serial)(out, rows, starts, stops, values)
 
 
