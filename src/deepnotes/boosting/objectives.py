@@ -35,17 +35,29 @@ def _logistic(y, raw, w, grad, hess, lo, hi):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _softmax(y, raw, w, grad, hess, lo, hi):  # pragma: no cover - numba
-    k_classes = raw.shape[0]
-    for i in range(lo, hi):
-        m = raw[0, i]
-        for k in range(1, k_classes):
-            m = max(m, raw[k, i])
-        s = 0.0
-        for k in range(k_classes):
-            s += np.exp(raw[k, i] - m)
-        for k in range(k_classes):
-            p = np.exp(raw[k, i] - m) / s
+def _shift_by_max(raw, out):  # pragma: no cover - numba
+    # out[k, i] = raw[k, i] - max_k raw[k, i]: the softmax's overflow-free exponents
+    m = raw[0].copy()
+    for k in range(1, raw.shape[0]):
+        for i in range(raw.shape[1]):
+            m[i] = max(m[i], raw[k, i])
+    for k in range(raw.shape[0]):
+        for i in range(raw.shape[1]):
+            out[k, i] = raw[k, i] - m[i]
+
+
+@njit(cache=True, nogil=True)
+def _softmax(y, e, w, grad, hess, lo, hi):  # pragma: no cover - numba
+    # e: exp(raw - max) (``_gradients`` takes the exponentials with numpy's vectorised exp,
+    # several times faster than a scalar one per value); classes in order for the sum
+    k_classes = e.shape[0]
+    s = np.zeros(hi - lo)
+    for k in range(k_classes):
+        for i in range(lo, hi):
+            s[i - lo] += e[k, i]
+    for k in range(k_classes):
+        for i in range(lo, hi):
+            p = e[k, i] / s[i - lo]
             target = 1.0 if y[i] == k else 0.0
             grad[k, i] = (p - target) * w[i]
             hess[k, i] = max(p * (1.0 - p), _H_FLOOR) * w[i]
@@ -108,6 +120,10 @@ def _gradients(kind: int, y, raw, w, grad, hess, a: float = 0.0) -> None:
     """Run objective ``kind`` (0 squared error, 1 logistic, 2 softmax, 3..8 the elementwise
     objectives of :func:`_elementwise` with parameter ``a``) over all rows, on one thread below
     PARALLEL_MIN_ROWS rows."""
+    if kind == 2:  # softmax: the kernels take exp(raw - max) in place of raw
+        shifted = np.empty_like(raw, dtype=np.float64)
+        _shift_by_max(raw, shifted)
+        raw = np.exp(shifted, out=shifted)
     if y.shape[0] >= PARALLEL_MIN_ROWS:
         _chunked(kind, float(a), y, raw, w, grad, hess)
     elif kind < 3:
