@@ -125,3 +125,18 @@ def test_compact_bins_codes_address_each_features_rows():
     assert compact.pool.shape == (4, 8, 2)
     with pytest.raises(ValueError, match="X_rows has shape"):
         CompactBins(Xb, np.array([3]), 255, max_depth=2)
+
+
+@pytest.mark.parametrize("objective", ["reg:absoluteerror", "reg:quantileerror"])
+def test_adaptive_leaves_from_the_leaf_slices_equal_those_from_prediction(monkeypatch,
+                                                                          objective):
+    # fused trees refresh their leaves from the rows of each leaf's slice; the node-by-node
+    # grower's last level has no slices, so its leaves are found by predicting the tree
+    X, y = make_regression(n_samples=500, n_features=5, noise=20.0, random_state=2)
+    kw = dict(n_estimators=8, max_depth=4, tree_method="hist", objective=objective,
+              quantile_alpha=0.8)
+    w = np.random.default_rng(2).uniform(0.5, 2.0, size=len(y))
+    fused = GBDTRegressor(**kw).fit(X, y, sample_weight=w)
+    monkeypatch.setattr(gbdt_module, "FUSED_MAX_ROWS", 0)
+    plain = GBDTRegressor(**kw).fit(X, y, sample_weight=w)
+    _assert_same_trees(fused, plain)

@@ -359,7 +359,8 @@ class _BaseGBDT(BaseEstimator):
                                                    params, rng)
                 tree = grown.tree
                 if obj.refresh_leaf is not None:  # gbdt-a: absolute / quantile error
-                    self._refresh_leaves(tree, X, y, raw[k], w, sampled)
+                    self._refresh_leaves(tree, X, y, raw[k], w, sampled,
+                                         grown if rest is None else None, rows)
                 elif self.tree_method == "hist":
                     grown.add_to_scores(raw[k], rows, Xb, missing_bin)
                 else:
@@ -408,17 +409,29 @@ class _BaseGBDT(BaseEstimator):
         """Query-group boundaries of eval set ``e`` (rankers), else None."""
         return None
 
-    def _refresh_leaves(self, tree, X, y, raw_k, w, sampled):
+    def _refresh_leaves(self, tree, X, y, raw_k, w, sampled, grown=None, rows=None):
         """Set each leaf of ``tree`` to ``learning_rate`` times the objective's
         ``refresh_leaf`` of the residuals ``y - F`` of its sampled training rows (xgboost's
-        adaptive leaves for absolute / quantile error), then add the tree to ``raw_k``."""
+        adaptive leaves for absolute / quantile error), then add the tree to ``raw_k``.
+
+        ``grown`` (the ``GrownTree``, when every row was sampled and every leaf has its slice
+        of ``rows``): the leaves' rows are read from the slices instead of by predicting the
+        tree (the same rows, ascending)."""
+        residual = y - raw_k
+        leaf_ids = np.flatnonzero(tree.left == -1)
+        if grown is not None and grown.routed is None and len(grown.leaf_start) == len(leaf_ids):
+            for node, a, b in zip(leaf_ids, grown.leaf_start, grown.leaf_stop, strict=True):
+                r = rows[a:b]
+                tree.value[node] = self.learning_rate * self._objective.refresh_leaf(
+                    residual[r], w[r])
+                raw_k[r] += tree.value[node]
+            return
         ids = replace(tree, value=np.arange(tree.n_nodes, dtype=np.float64))
         leaf = np.zeros((X.shape[0], 1))
         predict_raw(make_forest([ids], [0]), X, leaf)
         leaf = leaf[:, 0].astype(np.int64)
         rows = sampled[np.argsort(leaf[sampled], kind="stable")]
         bounds = np.flatnonzero(np.r_[True, leaf[rows][1:] != leaf[rows][:-1], True])
-        residual = y - raw_k
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             r = rows[a:b]
             tree.value[leaf[r[0]]] = self.learning_rate * self._objective.refresh_leaf(
