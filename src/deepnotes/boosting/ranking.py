@@ -52,6 +52,9 @@ def _group_lambdas(y, s, w, lo, hi, k, use_ndcg, exp_gain, discount, grad, hess)
             idcg += gain * discount[p]
         inv_idcg = 1.0 / idcg if idcg > 0.0 else 0.0
     best, worst = s[lo + order[0]], s[lo + order[n - 1]]
+    doc_gain = np.empty(n)  # each document's gain, once (the pair loop reads it per pair)
+    for i in range(n):
+        doc_gain[i] = (2.0 ** y[lo + i] - 1.0) if exp_gain else y[lo + i]
     g = np.zeros(n)
     h = np.zeros(n)
     sum_lambda = 0.0
@@ -68,9 +71,7 @@ def _group_lambdas(y, s, w, lo, hi, k, use_ndcg, exp_gain, discount, grad, hess)
             s_hi, s_lo = s[lo + hi_i], s[lo + lo_i]
             delta = 1.0
             if use_ndcg:
-                y_hi, y_lo = y[lo + hi_i], y[lo + lo_i]
-                g_hi = (2.0 ** y_hi - 1.0) if exp_gain else y_hi
-                g_lo = (2.0 ** y_lo - 1.0) if exp_gain else y_lo
+                g_hi, g_lo = doc_gain[hi_i], doc_gain[lo_i]
                 d_hi, d_lo = discount[rank_hi], discount[rank_lo]
                 delta = abs((g_hi * d_hi + g_lo * d_lo - g_lo * d_hi - g_hi * d_lo) * inv_idcg)
             if best != worst:
