@@ -140,3 +140,19 @@ def test_adaptive_leaves_from_the_leaf_slices_equal_those_from_prediction(monkey
     monkeypatch.setattr(gbdt_module, "FUSED_MAX_ROWS", 0)
     plain = GBDTRegressor(**kw).fit(X, y, sample_weight=w)
     _assert_same_trees(fused, plain)
+
+
+def test_a_pool_over_the_memory_bound_falls_back_to_the_node_by_node_grower(monkeypatch):
+    from deepnotes.boosting import fused_grower
+
+    X, y = make_regression(n_samples=300, n_features=4, random_state=0)
+    assert fused_grower.pool_bytes(np.array([254, 254, 254, 254]), 6) == 8 * 4 * 256 * 16
+    built = []
+    real = gbdt_module.CompactBins
+    monkeypatch.setattr(gbdt_module, "CompactBins",
+                        lambda *a, **k: built.append(1) or real(*a, **k))
+    GBDTRegressor(n_estimators=2, tree_method="hist").fit(X, y)
+    assert built == [1]
+    monkeypatch.setattr(gbdt_module, "FUSED_MAX_POOL_BYTES", 1000)
+    GBDTRegressor(n_estimators=2, tree_method="hist").fit(X, y)
+    assert built == [1]  # not built again: the pool would exceed the bound

@@ -56,6 +56,16 @@ FUSED_MAX_ROWS = CHUNK_ROWS
 FUSED_MAX_DEPTH = 24
 
 
+#: The histogram pool (``max_depth + 2`` buffers of 16 bytes per histogram row) may take at most
+#: this much memory; wider inputs or deeper trees use ``grow_tree``.
+FUSED_MAX_POOL_BYTES = 256 * 2**20
+
+
+def pool_bytes(n_edges: np.ndarray, max_depth: int) -> int:
+    """Bytes of :class:`CompactBins`' histogram pool for these features and depth."""
+    return (int(max_depth) + 2) * int(np.sum(np.asarray(n_edges) + 2)) * 16
+
+
 def fusable(params) -> bool:
     """Whether :func:`grow_tree_fused` grows trees with these ``grower.TreeParams``."""
     p = params

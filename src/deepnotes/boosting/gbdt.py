@@ -26,7 +26,13 @@ from deepnotes.boosting import exact as _exact
 from deepnotes.boosting import model_io
 from deepnotes.boosting import shap as _shap
 from deepnotes.boosting.binning import BinMapper
-from deepnotes.boosting.fused_grower import FUSED_MAX_ROWS, CompactBins, fusable
+from deepnotes.boosting.fused_grower import (
+    FUSED_MAX_POOL_BYTES,
+    FUSED_MAX_ROWS,
+    CompactBins,
+    fusable,
+    pool_bytes,
+)
 from deepnotes.boosting.grower import TreeParams, grow_tree
 from deepnotes.boosting.metrics import MAXIMIZE, METRICS, metric_base
 from deepnotes.boosting.metrics import is_known as is_known_metric
@@ -326,7 +332,9 @@ class _BaseGBDT(BaseEstimator):
             missing_bin = mapper.missing_bin  # a property that reduces n_edges_: once
             compact = (CompactBins(Xb_rows, mapper.n_edges_, missing_bin,
                                    params.max_depth)
-                       if n <= FUSED_MAX_ROWS and fusable(params) else None)
+                       if n <= FUSED_MAX_ROWS and fusable(params)
+                       and pool_bytes(mapper.n_edges_, params.max_depth) <= FUSED_MAX_POOL_BYTES
+                       else None)
         else:
             presorted = _exact.presort(X)
         eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
