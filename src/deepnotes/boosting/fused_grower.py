@@ -41,6 +41,7 @@ from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from deepnotes.boosting.histogram import CHUNK_ROWS
+from deepnotes.boosting.partition import stable_partition
 from deepnotes.boosting.splitting import (
     MIN_GAIN,
     candidate_gains,
@@ -346,25 +347,6 @@ def _sparse_below(n_rows, marked):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _partition(rows, start, stop, codes, feature, last_left, missing_code, default_left,
-               buf):  # pragma: no cover - numba
-    # stable: left rows (code <= last_left, or missing and default_left) first, in order
-    nl = 0
-    nr = 0
-    for i in range(start, stop):
-        r = rows[i]
-        c = codes[r, feature]
-        left = np.int64((c <= last_left) | ((c == missing_code) & default_left))
-        rows[start + nl] = r
-        buf[nr] = r
-        nl += left
-        nr += 1 - left
-    for i in range(nr):
-        rows[start + nl + i] = buf[i]
-    return nl
-
-
-@njit(cache=True, nogil=True)
 def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam, alpha,
           gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked, buf,
           cand, node_ints, node_floats):  # pragma: no cover - numba
@@ -419,7 +401,10 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
         b = s_b[node]
         dl = s_dl[node]
         a, z = start[node], stop[node]
-        n_left = _partition(rows, a, z, codes, f, offsets[f] + b, offsets[f + 1] - 1, dl, buf)
+        # in the compact codes, bin b of feature f is code offsets[f] + b and its missing
+        # values are code offsets[f + 1] - 1 (above every bin)
+        n_left = stable_partition(rows, a, z, codes[:, f], offsets[f] + b, offsets[f + 1] - 1,
+                                  dl, buf)
         feature[node], bin_threshold[node], default_left[node] = f, b, dl
         gain[node] = s_gain[node]
         lc = n_nodes

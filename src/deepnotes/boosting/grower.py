@@ -36,6 +36,7 @@ from deepnotes.boosting.histogram import (
     chunk_plan,
     subtract_histogram,
 )
+from deepnotes.boosting.partition import goes_left, stable_partition
 from deepnotes.boosting.predictor import Tree, tree_from_lists
 from deepnotes.boosting.prefetch import prefetch
 from deepnotes.boosting.splitting import (
@@ -77,34 +78,6 @@ PARALLEL_PARTITION_ROWS = 65536
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _goes_left(b, bin_threshold, missing_bin, default_left):  # pragma: no cover - numba
-    # Branch-free: which side a row goes is data-dependent and unpredictable.
-    missing = b == missing_bin
-    return ((b <= bin_threshold) & ~missing) | (missing & default_left)
-
-
-@njit(cache=True, nogil=True)
-def _partition_serial(rows, start, stop, col, bin_threshold, missing_bin, default_left,
-                      buf):  # pragma: no cover - numba
-    # Every row is written to both candidate places and only the counter of its side advances:
-    # no branch to mispredict. rows[start + nl] is safe to overwrite: start + nl <= i.
-    nl = 0
-    nr = 0
-    for i in range(start, stop):
-        if i + PREFETCH_DISTANCE < stop:
-            prefetch(col, rows[i + PREFETCH_DISTANCE])
-        r = rows[i]
-        left = np.int64(_goes_left(col[r], bin_threshold, missing_bin, default_left))
-        rows[start + nl] = r
-        buf[nr] = r
-        nl += left
-        nr += 1 - left
-    for i in range(nr):
-        rows[start + nl + i] = buf[i]
-    return nl
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _partition_chunk(rows, X_binned, features, bin_thresholds, missing_bin, default_left, buf,
                      lo, hi, owner, c):  # pragma: no cover - numba
     # Left rows forward from the chunk's start, right rows backward from its end; both slots
@@ -119,7 +92,7 @@ def _partition_chunk(rows, X_binned, features, bin_thresholds, missing_bin, defa
         if i + PREFETCH_DISTANCE < b:
             prefetch(col, rows[i + PREFETCH_DISTANCE])
         r = rows[i]
-        left = np.int64(_goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s]))
+        left = np.int64(goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s]))
         buf[a + nl] = r
         buf[b - 1 - nr] = r
         nl += left
@@ -207,7 +180,7 @@ def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_l
     both sides, and the chunks scatter in parallel into ``buf`` (stable: chunks are in order)."""
     m = stop - start
     if m < PARALLEL_PARTITION_ROWS:
-        return _partition_serial(rows, start, stop, col, bin_threshold, missing_bin,
+        return stable_partition(rows, start, stop, col, bin_threshold, missing_bin,
                                  default_left, buf)
     n_chunks = 16
     size = (m + n_chunks - 1) // n_chunks
@@ -215,7 +188,7 @@ def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_l
     for c in prange(n_chunks):
         cnt = 0
         for i in range(start + c * size, min(stop, start + (c + 1) * size)):
-            if _goes_left(col[rows[i]], bin_threshold, missing_bin, default_left):
+            if goes_left(col[rows[i]], bin_threshold, missing_bin, default_left):
                 cnt += 1
         n_left[c] = cnt
     total_left = 0
@@ -231,7 +204,7 @@ def partition_rows(rows, start, stop, col, bin_threshold, missing_bin, default_l
         b = right_off[c]
         for i in range(start + c * size, min(stop, start + (c + 1) * size)):
             r = rows[i]
-            if _goes_left(col[r], bin_threshold, missing_bin, default_left):
+            if goes_left(col[r], bin_threshold, missing_bin, default_left):
                 buf[a] = r
                 a += 1
             else:
@@ -280,7 +253,7 @@ def _routed_chunk(out, rows, X_binned, features, bin_thresholds, missing_bin, de
             prefetch(col, ahead)
             prefetch(out, ahead)
         r = rows[i]
-        left = _goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s])
+        left = goes_left(col[r], bin_thresholds[s], missing_bin, default_left[s])
         out[r] += left_values[s] if left else right_values[s]
 
 
