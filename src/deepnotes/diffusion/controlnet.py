@@ -41,6 +41,7 @@ from deepnotes.diffusion.unet_conditional import (
     TimestepEmbedding,
     UNetConditional,
     UNetConditionalConfig,
+    diffusers_config,
     make_down_blocks,
     make_mid_block,
     run_down_blocks,
@@ -180,10 +181,6 @@ class ControlNet(nn.Module):
         ValueError
             Its configuration uses an option this class does not implement (the key is named).
         """
-        if type(module).__name__ != "ControlNetModel" or not hasattr(module, "config"):
-            raise TypeError(f"module must be a diffusers ControlNetModel, got "
-                            f"{type(module).__name__}")
-        cfg = module.config
         required = {
             "only_cross_attention": False, "act_fn": "silu", "encoder_hid_dim": None,
             "encoder_hid_dim_type": None, "class_embed_type": None,
@@ -192,13 +189,7 @@ class ControlNet(nn.Module):
             "controlnet_conditioning_channel_order": "rgb", "global_pool_conditions": False,
             "mid_block_type": "UNetMidBlock2DCrossAttn",
         }
-        for key, want in required.items():
-            got = cfg.get(key, want)
-            if got != want and not (key == "act_fn" and got == "swish"):
-                raise ValueError(f"module.config.{key}={got!r} is not supported "
-                                 f"(expected {want!r})")
-        if cfg.norm_num_groups is None:
-            raise ValueError("module.config.norm_num_groups=None is not supported")
+        cfg = diffusers_config(module, "ControlNetModel", required)
         depth = cfg.transformer_layers_per_block
         if not isinstance(depth, int) and any(not isinstance(d, int) for d in depth):
             raise ValueError(f"module.config.transformer_layers_per_block={depth} (per block) "

@@ -630,6 +630,30 @@ def run_down_blocks(blocks: nn.ModuleList, hidden_states: torch.Tensor, temb: to
 
 
 # --- the U-Net -----------------------------------------------------------------------------------
+def diffusers_config(module: nn.Module, class_name: str, required: dict) -> Any:
+    """``module.config`` once ``module`` is a diffusers ``class_name`` whose configuration has
+    each key of ``required`` at its value (a missing key counts as that value; ``act_fn``
+    ``"swish"`` equals ``"silu"``) and a ``norm_num_groups``: the options our ports implement.
+
+    Raises
+    ------
+    TypeError
+        ``module`` is not a ``class_name``.
+    ValueError
+        A configuration key has another value (the key is named).
+    """
+    if type(module).__name__ != class_name or not hasattr(module, "config"):
+        raise TypeError(f"module must be a diffusers {class_name}, got {type(module).__name__}")
+    cfg = module.config
+    for key, want in required.items():
+        got = cfg.get(key, want)
+        if got != want and not (key == "act_fn" and got == "swish"):
+            raise ValueError(f"module.config.{key}={got!r} is not supported (expected {want!r})")
+    if cfg.norm_num_groups is None:
+        raise ValueError("module.config.norm_num_groups=None is not supported")
+    return cfg
+
+
 class UNetConditional(nn.Module):
     """Text-conditioned latent U-Net (Rombach et al. 2022); mirrors ``UNet2DConditionModel``.
 
@@ -739,10 +763,6 @@ class UNetConditional(nn.Module):
         ValueError
             Its configuration uses an option this class does not implement (the key is named).
         """
-        if type(module).__name__ != "UNet2DConditionModel" or not hasattr(module, "config"):
-            raise TypeError(f"module must be a diffusers UNet2DConditionModel, got "
-                            f"{type(module).__name__}")
-        cfg = module.config
         required = {
             "center_input_sample": False, "only_cross_attention": False,
             "act_fn": "silu", "encoder_hid_dim": None, "encoder_hid_dim_type": None,
@@ -756,15 +776,9 @@ class UNetConditional(nn.Module):
             "cross_attention_norm": None, "num_attention_heads": None,
             "reverse_transformer_layers_per_block": None,
         }
-        for key, want in required.items():
-            got = cfg.get(key, want)
-            if got != want and not (key == "act_fn" and got == "swish"):
-                raise ValueError(f"module.config.{key}={got!r} is not supported "
-                                 f"(expected {want!r})")
+        cfg = diffusers_config(module, "UNet2DConditionModel", required)
         if cfg.get("mid_block_only_cross_attention") not in (None, False):
             raise ValueError("module.config.mid_block_only_cross_attention=True is not supported")
-        if cfg.norm_num_groups is None:
-            raise ValueError("module.config.norm_num_groups=None is not supported")
         cross = cfg.cross_attention_dim
         if not isinstance(cross, int):
             if len(set(cross)) != 1:
