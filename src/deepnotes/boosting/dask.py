@@ -82,14 +82,17 @@ from sklearn.utils.validation import check_is_fitted
 from deepnotes.boosting.binning import BinMapper, _find_edges_serial
 from deepnotes.boosting.gbdt import GBDTClassifier, GBDTRegressor, _threads
 from deepnotes.boosting.grower import (
+    NodeTable,
     add_leaf_values,
     add_routed_values,
+    can_split,
+    node_features,
     partition_level,
     partition_rows,
 )
 from deepnotes.boosting.histogram import build_histogram, build_histogram_root, build_histograms
 from deepnotes.boosting.predictor import predict_binned_rows, tree_from_lists
-from deepnotes.boosting.splitting import find_best_split, leaf_weight
+from deepnotes.boosting.splitting import find_best_split
 
 #: Points per feature a merged bin summary keeps; below this many distinct values (in all
 #: partitions together) the bin edges are exact.
@@ -549,39 +552,22 @@ class _Rank:
         edges, n_edges, missing_bin = spec["edges"], spec["n_edges"], spec["missing_bin"]
         n_features, n_bins = Xf.shape[1], missing_bin + 1
         buf = np.empty(rows.shape[0], dtype=rows.dtype)
-        cols = {c: [] for c in ("feature", "threshold", "bin_threshold", "default_left", "left",
-                                "right", "value", "gain", "cover")}
+        table = NodeTable(p)
+        cols, new_node = table.cols, table.new_node
         hists = {}  # node id -> its histogram summed over the ranks
         seq = iter(range(1 << 30))
 
-        def node_features():
-            if p.colsample_bynode >= 1.0:
-                return features
-            m = max(1, int(p.colsample_bynode * len(features) + 0.5))
-            return np.sort(rng.choice(features, size=m, replace=False))
-
         def evaluate(node):
             t = _now()
-            node.split = find_best_split(hists[node.id], node_features(), n_edges, missing_bin,
+            node.split = find_best_split(hists[node.id],
+                                         node_features(features, p.colsample_bynode, rng),
+                                         n_edges, missing_bin,
                                          node.g, node.h, p.reg_lambda, p.reg_alpha, p.gamma,
                                          p.min_child_weight)
             self._lap("split_search", t)
             if node.split[1] < 0:
                 del hists[node.id]
             return node.split[1] >= 0
-
-        def can_split(depth, n_leaves):
-            return ((p.max_depth <= 0 or depth < p.max_depth)
-                    and (p.max_leaves <= 0 or n_leaves < p.max_leaves))
-
-        def new_node(start, stop, depth, g, h):
-            node = _Node(len(cols["value"]), start, stop, depth, g, h)
-            for c, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
-                         ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
-                cols[c].append(v)
-            cols["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
-            cols["cover"].append(h)
-            return node
 
         def record_split(node, n_left):
             """Children of ``node``; ``n_left = -1``: rows not partitioned (no slices)."""
@@ -631,14 +617,14 @@ class _Rank:
         leaves = {root.id: root}
         routed = None
         if p.grow_policy == "depthwise" and p.max_leaves <= 0:
-            frontier = [root] if can_split(0, 1) and evaluate(root) else []
+            frontier = [root] if can_split(p, 0, 1) and evaluate(root) else []
             while frontier:
                 starts = np.array([nd.start for nd in frontier], dtype=np.int64)
                 stops = np.array([nd.stop for nd in frontier], dtype=np.int64)
                 feat = np.array([nd.split[1] for nd in frontier], dtype=np.int64)
                 thr = np.array([nd.split[2] for nd in frontier], dtype=np.int64)
                 dl = np.array([nd.split[3] for nd in frontier], dtype=np.bool_)
-                if not can_split(frontier[0].depth + 1, 0):
+                if not can_split(p, frontier[0].depth + 1, 0):
                     # the children are leaves: their rows are routed when scores are updated
                     pairs = [record_split(nd, -1) for nd in frontier]
                     routed = (starts, stops, feat, thr, dl,
@@ -662,7 +648,7 @@ class _Rank:
                     heapq.heappush(heap, (key, counter, node))
                     counter += 1
 
-            if can_split(0, 1):
+            if can_split(p, 0, 1):
                 push(root)
             while heap:
                 if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
@@ -673,7 +659,7 @@ class _Rank:
                                         node.split[2], missing_bin, node.split[3], buf)
                 self._lap("partition", t)
                 pair = record_split(node, n_left)
-                if can_split(node.depth + 1, len(leaves)):
+                if can_split(p, node.depth + 1, len(leaves)):
                     await children_hists([node], [pair])
                     push(pair[0])
                     push(pair[1])
@@ -684,15 +670,6 @@ class _Rank:
                        np.array([leaves[i].stop for i in ids], dtype=np.int64),
                        tree.value[ids].copy())
         return tree, leaf_slices, routed
-
-
-class _Node:
-    __slots__ = ("id", "start", "stop", "depth", "g", "h", "split")
-
-    def __init__(self, node_id, start, stop, depth, g, h):
-        self.id, self.start, self.stop, self.depth = node_id, start, stop, depth
-        self.g, self.h = g, h
-        self.split = None
 
 
 # --- client side -----------------------------------------------------------------------------

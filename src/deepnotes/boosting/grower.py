@@ -301,6 +301,46 @@ class _Node:
         self.cat_bins = None  # categorical split: the bins sent left
 
 
+class NodeTable:
+    """The node arrays of a tree being grown: every new node appends one entry per ``Tree``
+    field, as a leaf (a split then sets its split fields); node ids are creation order."""
+
+    FIELDS = ("feature", "threshold", "bin_threshold", "default_left", "left", "right", "value",
+              "gain", "cover")
+
+    def __init__(self, params: TreeParams):
+        self.params = params
+        self.cols = {k: [] for k in self.FIELDS}
+
+    def new_node(self, start, stop, depth, g, h) -> _Node:
+        """A leaf over ``rows[start:stop]`` with sums ``g, h``: its weight (Eq. 3) times the
+        learning rate, its cover ``h``."""
+        p = self.params
+        node = _Node(len(self.cols["value"]), start, stop, depth, g, h)
+        for k, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
+                     ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
+            self.cols[k].append(v)
+        self.cols["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
+        self.cols["cover"].append(h)
+        return node
+
+
+def can_split(params: TreeParams, depth: int, n_leaves: int) -> bool:
+    """Whether a node at ``depth`` may split when the tree has ``n_leaves`` leaves."""
+    return ((params.max_depth <= 0 or depth < params.max_depth)
+            and (params.max_leaves <= 0 or n_leaves < params.max_leaves))
+
+
+def node_features(features: np.ndarray, colsample_bynode: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """The features one node may split on: all of ``features``, or a sorted sample of
+    ``colsample_bynode`` of them (rounded, at least one) drawn from ``rng``."""
+    if colsample_bynode >= 1.0:
+        return features
+    k = max(1, int(colsample_bynode * len(features) + 0.5))
+    return np.sort(rng.choice(features, size=k, replace=False))
+
+
 @njit(cache=True, nogil=True)
 def partition_rows_table(rows, start, stop, col, table, buf):  # pragma: no cover - numba
     """Stable in-place partition of ``rows[start:stop]``: rows with ``table[col[r]] != 0`` first
@@ -405,12 +445,6 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             cols[j] = X_binned[:, j]
         return cols[j]
 
-    def node_features():
-        if p.colsample_bynode >= 1.0:
-            return features
-        k = max(1, int(p.colsample_bynode * len(features) + 0.5))
-        return np.sort(rng.choice(features, size=k, replace=False))
-
     mono = p.monotone if p.monotone is not None else np.zeros(n_features, dtype=np.int8)
     is_cat = (p.is_categorical if p.is_categorical is not None
               else np.zeros(n_features, dtype=np.bool_))
@@ -418,7 +452,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
     tree_categories = {}
 
     def evaluate(node, hist=None):
-        feats = node_features()
+        feats = node_features(features, p.colsample_bynode, rng)
         if node.allowed is not None:
             feats = feats[node.allowed[feats]]
         h = node.hist if hist is None else hist
@@ -438,22 +472,8 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
                                          p.reg_lambda, p.reg_alpha, p.gamma, p.min_child_weight)
         return node.split[1] >= 0
 
-    def can_split(depth, n_leaves):
-        return ((p.max_depth <= 0 or depth < p.max_depth)
-                and (p.max_leaves <= 0 or n_leaves < p.max_leaves))
-
-    # node arrays, grown as nodes are created
-    cols_out = {k: [] for k in ("feature", "threshold", "bin_threshold", "default_left", "left",
-                                "right", "value", "gain", "cover")}
-
-    def new_node(start, stop, depth, g, h):
-        node = _Node(len(cols_out["value"]), start, stop, depth, g, h)
-        for k, v in (("feature", -1), ("threshold", 0.0), ("bin_threshold", -1),
-                     ("default_left", 0), ("left", -1), ("right", -1), ("gain", 0.0)):
-            cols_out[k].append(v)
-        cols_out["value"].append(leaf_weight(g, h, p.reg_lambda, p.reg_alpha) * p.learning_rate)
-        cols_out["cover"].append(h)
-        return node
+    table = NodeTable(p)  # node arrays, grown as nodes are created
+    cols_out, new_node = table.cols, table.new_node
 
     root_hist = np.empty((n_features, n_bins, 2))
     if all_rows:
@@ -534,7 +554,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
         # Level-synchronous: one parallel partition and one parallel histogram pass per level,
         # instead of one per node. Same trees (nodes are split in the same order). The last
         # level is not partitioned: its rows are routed to their leaves when scores are updated.
-        frontier = [root] if can_split(0, 1) and evaluate(root) else []
+        frontier = [root] if can_split(p, 0, 1) and evaluate(root) else []
         level_hists = root_hist[None]
         root.hist = 0
         while frontier:
@@ -545,7 +565,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
             bin_thresholds = np.array([nd.split[2] for nd in frontier], dtype=np.int64)
             default_left = np.array([nd.split[3] for nd in frontier], dtype=np.bool_)
             depth = frontier[0].depth + 1
-            if not can_split(depth, 0):
+            if not can_split(p, depth, 0):
                 # the children are leaves: route each row to its leaf's value later instead of
                 # partitioning (``GrownTree.add_to_scores``)
                 for nd in frontier:
@@ -577,7 +597,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
                         new_frontier.append(child)
             frontier = new_frontier
     else:
-        if can_split(0, 1):
+        if can_split(p, 0, 1):
             push(root)
         while heap:
             if p.max_leaves > 0 and len(leaves) >= p.max_leaves:
@@ -593,7 +613,7 @@ def grow_tree(X_binned: np.ndarray, X_rows: np.ndarray, grad: np.ndarray, hess: 
                 n_left = partition_rows(rows, node.start, node.stop, column(node.split[1]),
                                         node.split[2], missing_bin, node.split[3], buf)
             left, right, small, large = record_split(node, n_left)
-            if can_split(node.depth + 1, len(leaves)):
+            if can_split(p, node.depth + 1, len(leaves)):
                 small.hist = np.empty_like(node.hist)
                 build_histogram(X_rows, rows[small.start:small.stop], grad, hess, features,
                                 small.hist)
