@@ -156,3 +156,14 @@ def test_a_pool_over_the_memory_bound_falls_back_to_the_node_by_node_grower(monk
     monkeypatch.setattr(gbdt_module, "FUSED_MAX_POOL_BYTES", 1000)
     GBDTRegressor(n_estimators=2, tree_method="hist").fit(X, y)
     assert built == [1]  # not built again: the pool would exceed the bound
+
+
+@pytest.mark.parametrize("max_bin", [8, 32])
+def test_dense_scans_without_missing_values_equal_the_node_by_node_grower(monkeypatch, max_bin):
+    # few bins and no NaN: deep nodes still have more rows than bins, so their scans run over
+    # every bin (empty ones included) instead of the occupied bits
+    X, y = make_classification(n_samples=3000, n_features=6, n_informative=4, random_state=5)
+    X[:, 1] = np.round(X[:, 1] * 2)
+    fused, plain = _fit_both(monkeypatch, GBDTClassifier, X, y, n_estimators=10, max_depth=8,
+                             max_bin=max_bin, tree_method="hist", min_child_weight=0.0)
+    _assert_same_trees(fused, plain)

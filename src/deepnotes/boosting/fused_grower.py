@@ -238,16 +238,22 @@ def _best_split(hist, occupied, sparse_below, features, offsets, n_edges, g_tot,
         gl = 0.0
         hl = 0.0
         if n_edges[j] + 1 <= sparse_below and not has_missing:
+            # Every bin from the first that holds rows, without compaction: a node scanned
+            # this way has about as many rows as bins, so few are empty, and an empty bin
+            # repeats the candidate below it, which keeps the tie (the compaction's
+            # data-dependent store addresses cost more than the repeats: breast_cancer
+            # 232 -> 211 us a tree). Bins before the first hold no admissible candidate.
             at, gls, hls, _ = cand
-            for o in range(lo, lo + last):
-                gb = hist[o, 0]
-                hb = hist[o, 1]
-                gl += gb
-                hl += hb
+            first = lo
+            while first < lo + last and hist[first, 0] == 0.0 and hist[first, 1] == 0.0:
+                first += 1
+            for o in range(first, lo + last):
+                gl += hist[o, 0]
+                hl += hist[o, 1]
                 at[n] = 2 * o
                 gls[n] = gl
                 hls[n] = hl
-                n += (gb != 0.0) | (hb != 0.0)
+                n += 1
         elif n_edges[j] + 1 <= sparse_below:
             for b in range(last):
                 gb = hist[lo + b, 0]
