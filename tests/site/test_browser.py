@@ -285,11 +285,12 @@ def test_chinese_search_finds_chinese_words_in_chinese_posts(browser, base_url, 
         runs = re.findall(r"[\u4e00-\u9fff]{4,}", post.body.split("<!-- more -->")[-1])
         words = [run[i:i + 4] for run in runs for i in range(len(run) - 3)]
         if words:
-            # the search splits Chinese into characters, so a word made of common characters
-            # matches most posts and ranks at random among them: take a word from the body
-            # whose characters few other posts hold all of (nearest the middle on ties)
+            # the search splits Chinese into characters and ranks by them, so a word made of
+            # common characters matches most posts and ranks at random among them: take a word
+            # from the body whose characters are rare across the posts (the fewest posts
+            # holding each of them, summed; nearest the middle on ties)
             def spread(word):
-                return sum(all(ch in other.body for ch in word) for other in posts)
+                return sum(sum(ch in other.body for other in posts) for ch in word)
             middle = len(words) // 2
             word = min(words, key=lambda w: (spread(w), abs(words.index(w) - middle)))
             cases.append((word, post.slug))

@@ -37,11 +37,12 @@ growth only (no monotone, interaction or categorical constraints, no per-node co
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from deepnotes.boosting.histogram import CHUNK_ROWS
 from deepnotes.boosting.partition import stable_partition
+from deepnotes.boosting.predictor import Tree
 from deepnotes.boosting.splitting import (
     MIN_GAIN,
     candidate_gains,
@@ -86,6 +87,8 @@ class CompactBins:
     n_edges : ndarray of int64, shape (n_features,)   non-missing bins of feature j: 0..n_edges[j]
     missing_bin : int                                  the mapper's bin of NaN
     max_depth : int                                    the trees' depth limit (sizes the pool)
+    n_outputs : int          trees a round grows (one per output: classes of a softmax)
+    n_workers : int          threads that grow a round's trees at once (each its own buffers)
 
     Attributes
     ----------
@@ -93,16 +96,16 @@ class CompactBins:
         the histogram row each value adds to
     offsets : ndarray of int64, shape (n_features + 1,)
         feature ``j``'s histogram rows start here; its missing row is ``offsets[j + 1] - 1``
-    pool : ndarray of float64, shape (max_depth + 2, n_bins_total, 2)
+    pool : ndarray of float64, shape (n_workers, max_depth + 2, n_bins_total, 2)
         histogram buffers, (G, H) per row; ``pool_gh`` is the same memory as complex numbers
         ``G + iH``, so that adding a row's pair is one two-lane vector addition (the same two
         float additions)
-    occupied : ndarray of uint64, shape (max_depth + 2, ceil(n_bins_total / 64))
+    occupied : ndarray of uint64, shape (n_workers, max_depth + 2, ceil(n_bins_total / 64))
         per buffer, a bit per histogram row that received a row (valid where ``marked``)
     """
 
     def __init__(self, X_rows: np.ndarray, n_edges: np.ndarray, missing_bin: int,
-                 max_depth: int):
+                 max_depth: int, n_outputs: int = 1, n_workers: int = 1):
         n_edges = np.asarray(n_edges, dtype=np.int64)
         if X_rows.ndim != 2 or X_rows.shape[1] != n_edges.shape[0]:
             raise ValueError(f"X_rows has shape {X_rows.shape}, expected (n, {len(n_edges)})")
@@ -115,16 +118,25 @@ class CompactBins:
         # two bytes a value when they suffice: half the memory the gathers stream through
         self.codes = codes.astype(np.uint16) if n_total <= 65536 else codes
         self.n_edges = n_edges
-        self.pool = np.empty((max_depth + 2, n_total, 2))
-        self.pool_gh = self.pool.view(np.complex128).reshape(max_depth + 2, n_total)
-        self.occupied = np.empty((max_depth + 2, (n_total + 63) // 64), dtype=np.uint64)
-        self.marked = np.zeros(max_depth + 2, dtype=np.bool_)
-        self.partition_buffer = np.empty(X_rows.shape[0], dtype=np.int32)
-        self.candidates = _candidate_arrays(int(n_edges.max()) + 2 if n_edges.size else 1)
-        # per-node work arrays of ``_grow`` (a tree has at most this many nodes)
-        n_nodes = min(2 ** (max_depth + 1) - 1, 2 * X_rows.shape[0] + 1)
-        self.node_ints = np.empty((11, n_nodes), dtype=np.int64)
-        self.node_floats = np.empty((6, n_nodes))
+        W = self.n_workers = max(1, int(n_workers))
+        self.pool = np.empty((W, max_depth + 2, n_total, 2))
+        self.pool_gh = self.pool.view(np.complex128).reshape(W, max_depth + 2, n_total)
+        self.occupied = np.empty((W, max_depth + 2, (n_total + 63) // 64), dtype=np.uint64)
+        self.marked = np.zeros((W, max_depth + 2), dtype=np.bool_)
+        self.partition_buffer = np.empty((W, X_rows.shape[0]), dtype=np.int32)
+        self.candidates = _candidate_arrays(W, int(n_edges.max()) + 2 if n_edges.size else 1)
+        # per-node work arrays of ``_grow_into`` (a tree has at most this many nodes)
+        cap = min(2 ** (max_depth + 1) - 1, 2 * X_rows.shape[0] + 1)
+        self.node_ints = np.empty((W, 11, cap), dtype=np.int64)
+        self.node_floats = np.empty((W, 6, cap))
+        # each output's tree (a round grows one per output)
+        K = max(1, int(n_outputs))
+        self.out_ints = np.empty((K, 4, cap), dtype=np.int32)
+        self.out_floats = np.empty((K, 4, cap))
+        self.out_dl = np.empty((K, cap), dtype=np.uint8)
+        self.leaf_bounds = np.empty((K, 2, (cap + 1) // 2), dtype=np.int64)
+        self.leaf_value = np.empty((K, (cap + 1) // 2))
+        self.n_nodes = np.empty(K, dtype=np.int64)
 
 
 #: A node with fewer rows than this fraction of a feature's bins scans that feature through its
@@ -187,12 +199,13 @@ def _subtract(parent_gh, child_gh, features, all_features, offsets):  # pragma: 
 CANDIDATE_BLOCK = 512
 
 
-def _candidate_arrays(widest: int) -> tuple:
-    # Work arrays of ``_best_split``: a block's candidate splits, at most two per histogram row
-    # (missing values right, then left), the block ending after the feature that fills it:
-    # (2 * row + default_left, G_L, H_L, gain)
+def _candidate_arrays(n_workers: int, widest: int) -> tuple:
+    # Work arrays of ``_best_split``, one row per worker: a block's candidate splits, at most
+    # two per histogram row (missing values right, then left), the block ending after the
+    # feature that fills it: (2 * row + default_left, G_L, H_L, gain)
     n = CANDIDATE_BLOCK + 2 * widest
-    return np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n)
+    return (np.empty((n_workers, n), dtype=np.int64), np.empty((n_workers, n)),
+            np.empty((n_workers, n)), np.empty((n_workers, n)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -353,9 +366,13 @@ def _sparse_below(n_rows, marked):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam, alpha,
-          gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked, buf,
-          cand, node_ints, node_floats):  # pragma: no cover - numba
+def _grow_into(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam,
+               alpha, gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked,
+               buf, cand, node_ints, node_floats, out_ints, out_floats, out_dl, leaf_bounds,
+               leaf_value):  # pragma: no cover - numba
+    # One tree into the given outputs (their first n_nodes columns; n_nodes is returned):
+    # out_ints (4, cap) feature, bin_threshold, left, right; out_floats (4, cap) threshold,
+    # value, gain, cover; out_dl (cap,); leaf_bounds (2, cap_leaves); leaf_value (cap_leaves,)
     m = rows.shape[0]
     all_features = features.shape[0] == codes.shape[1]  # features are ascending and distinct
     # a node with fewer rows marks its occupied bins (some feature will scan through them)
@@ -465,13 +482,6 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
             order[n_seen] = left[old]
             order[n_seen + 1] = left[old] + 1
             n_seen += 2
-    # few, wide outputs: each array returned to Python is boxed, at about a microsecond each
-    out_ints = np.empty((4, n_nodes), dtype=np.int32)  # feature, bin_threshold, left, right
-    out_floats = np.empty((4, n_nodes))  # threshold, value, gain, cover
-    out_dl = np.empty(n_nodes, dtype=np.uint8)
-    n_leaves = (n_nodes + 1) // 2
-    leaf_bounds = np.empty((2, n_leaves), dtype=np.int64)
-    leaf_value = np.empty(n_leaves)
     n_leaf = 0
     for i in range(n_nodes):
         old = order[i]
@@ -496,7 +506,48 @@ def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth,
             leaf_bounds[1, n_leaf] = stop[old]
             leaf_value[n_leaf] = value
             n_leaf += 1
-    return out_ints, out_floats, out_dl, leaf_bounds, leaf_value
+    return n_nodes
+
+
+@njit(cache=True, nogil=True)
+def _grow(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam, alpha,
+          gamma, min_child_weight, learning_rate, pool, pool_gh, occupied, marked, buf, cand,
+          node_ints, node_floats, out_ints, out_floats, out_dl, leaf_bounds,
+          leaf_value):  # pragma: no cover - numba
+    # one tree; returns exact-size copies of its outputs (few, wide arrays: each array returned
+    # to Python is boxed, at about a microsecond each)
+    n = _grow_into(codes, offsets, n_edges, grad, hess, rows, features, edges, max_depth, lam,
+                   alpha, gamma, min_child_weight, learning_rate, pool, pool_gh, occupied,
+                   marked, buf, cand, node_ints, node_floats, out_ints, out_floats, out_dl,
+                   leaf_bounds, leaf_value)
+    n_leaves = (n + 1) // 2
+    return (out_ints[:, :n].copy(), out_floats[:, :n].copy(), out_dl[:n].copy(),
+            leaf_bounds[:, :n_leaves].copy(), leaf_value[:n_leaves].copy())
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _grow_round(n_workers, codes, offsets, n_edges, grads, hesses, rows, features, edges,
+                max_depth, lam, alpha, gamma, min_child_weight, learning_rate, pool, pool_gh,
+                occupied, marked, buf, cand_at, cand_gl, cand_hl, cand_gain, node_ints,
+                node_floats, out_ints, out_floats, out_dl, leaf_bounds, leaf_value, n_nodes,
+                raw):  # pragma: no cover - numba
+    # The K trees of one round (one per output: grads[k], rows[k]), worker w growing trees
+    # w, w + n_workers, ... in its own buffers; each tree then adds its leaf values to raw[k]
+    # for its rows. The trees are independent, so they are those of K separate calls.
+    n_outputs = grads.shape[0]
+    for w in prange(n_workers):
+        cand = (cand_at[w], cand_gl[w], cand_hl[w], cand_gain[w])
+        for k in range(w, n_outputs, n_workers):
+            n = _grow_into(codes, offsets, n_edges, grads[k], hesses[k], rows[k], features,
+                           edges, max_depth, lam, alpha, gamma, min_child_weight, learning_rate,
+                           pool[w], pool_gh[w], occupied[w], marked[w], buf[w], cand,
+                           node_ints[w], node_floats[w], out_ints[k], out_floats[k], out_dl[k],
+                           leaf_bounds[k], leaf_value[k])
+            n_nodes[k] = n
+            for leaf in range((n + 1) // 2):
+                v = leaf_value[k, leaf]
+                for i in range(leaf_bounds[k, 0, leaf], leaf_bounds[k, 1, leaf]):
+                    raw[k, rows[k, i]] += v
 
 
 def grow_tree_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, rows: np.ndarray,
@@ -517,15 +568,51 @@ def grow_tree_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, ro
     ``(arrays, leaf_start, leaf_stop, leaf_value)``: ``arrays`` maps each ``Tree`` field to its
     node array; leaf ``k`` (in node-id order) holds the rows ``rows[leaf_start[k]:leaf_stop[k]]``.
     """
-    p = params
-    out = _grow(compact.codes, compact.offsets, compact.n_edges, grad, hess, rows, features,
-                edges, int(p.max_depth), float(p.reg_lambda), float(p.reg_alpha),
-                float(p.gamma), float(p.min_child_weight), float(p.learning_rate),
-                compact.pool, compact.pool_gh, compact.occupied, compact.marked,
-                compact.partition_buffer, compact.candidates, compact.node_ints,
-                compact.node_floats)
+    p, c = params, compact
+    out = _grow(c.codes, c.offsets, c.n_edges, grad, hess, rows, features, edges,
+                int(p.max_depth), float(p.reg_lambda), float(p.reg_alpha), float(p.gamma),
+                float(p.min_child_weight), float(p.learning_rate), c.pool[0], c.pool_gh[0],
+                c.occupied[0], c.marked[0], c.partition_buffer[0],
+                tuple(a[0] for a in c.candidates), c.node_ints[0], c.node_floats[0],
+                c.out_ints[0], c.out_floats[0], c.out_dl[0], c.leaf_bounds[0], c.leaf_value[0])
     ints, floats, default_left, leaf_bounds, leaf_value = out
     arrays = {"feature": ints[0], "bin_threshold": ints[1], "left": ints[2], "right": ints[3],
               "default_left": default_left, "threshold": floats[0], "value": floats[1],
               "gain": floats[2], "cover": floats[3]}
     return arrays, leaf_bounds[0], leaf_bounds[1], leaf_value
+
+
+def grow_round_fused(compact: CompactBins, grad: np.ndarray, hess: np.ndarray, rows: np.ndarray,
+                     features: np.ndarray, edges: np.ndarray, params, raw: np.ndarray) -> list:
+    """The trees of one boosting round, one per output, grown ``compact.n_workers`` at a time,
+    each added to its output's training scores.
+
+    Parameters
+    ----------
+    grad, hess : ndarray of float32, shape (n_outputs, n_samples)
+    rows : ndarray of int32, shape (n_outputs, m)   each tree's rows, ascending (reordered)
+    raw : ndarray of float64, shape (n_outputs, n_samples)
+        training scores: ``raw[k, r] +=`` the value of the leaf of tree ``k`` that row ``r``
+        reaches, for the rows in ``rows[k]``
+
+    Returns a list of ``n_outputs`` ``Tree``: those :func:`grow_tree_fused` grows one by one.
+    """
+    p, c = params, compact
+    n_outputs = grad.shape[0]
+    if n_outputs > c.out_ints.shape[0]:
+        raise ValueError(f"compact holds outputs for {c.out_ints.shape[0]} trees a round, "
+                         f"got {n_outputs}")
+    _grow_round(min(c.n_workers, n_outputs), c.codes, c.offsets, c.n_edges, grad, hess, rows,
+                features, edges, int(p.max_depth), float(p.reg_lambda), float(p.reg_alpha),
+                float(p.gamma), float(p.min_child_weight), float(p.learning_rate), c.pool,
+                c.pool_gh, c.occupied, c.marked, c.partition_buffer, *c.candidates,
+                c.node_ints, c.node_floats, c.out_ints, c.out_floats, c.out_dl, c.leaf_bounds,
+                c.leaf_value, c.n_nodes, raw)
+    trees = []
+    for k in range(n_outputs):
+        n = int(c.n_nodes[k])
+        ints, floats = c.out_ints[k, :, :n].copy(), c.out_floats[k, :, :n].copy()
+        trees.append(Tree(feature=ints[0], bin_threshold=ints[1], left=ints[2], right=ints[3],
+                          default_left=c.out_dl[k, :n].copy(), threshold=floats[0],
+                          value=floats[1], gain=floats[2], cover=floats[3]))
+    return trees

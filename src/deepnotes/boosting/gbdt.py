@@ -31,6 +31,7 @@ from deepnotes.boosting.fused_grower import (
     FUSED_MAX_ROWS,
     CompactBins,
     fusable,
+    grow_round_fused,
     pool_bytes,
 )
 from deepnotes.boosting.grower import TreeParams, grow_tree
@@ -330,10 +331,13 @@ class _BaseGBDT(BaseEstimator):
             Xb = np.asfortranarray(Xb_rows)  # for the root histogram and the partitions
             # small inputs: each tree in one compiled call on compact histograms
             missing_bin = mapper.missing_bin  # a property that reduces n_edges_: once
-            compact = (CompactBins(Xb_rows, mapper.n_edges_, missing_bin,
-                                   params.max_depth)
+            # several outputs (softmax): a round's trees grow in parallel, one per thread
+            workers = min(K, numba.get_num_threads()) if obj.refresh_leaf is None else 1
+            compact = (CompactBins(Xb_rows, mapper.n_edges_, missing_bin, params.max_depth,
+                                   n_outputs=K, n_workers=workers)
                        if n <= FUSED_MAX_ROWS and fusable(params)
-                       and pool_bytes(mapper.n_edges_, params.max_depth) <= FUSED_MAX_POOL_BYTES
+                       and workers * pool_bytes(mapper.n_edges_, params.max_depth)
+                       <= FUSED_MAX_POOL_BYTES
                        else None)
         else:
             presorted = _exact.presort(X)
@@ -345,6 +349,8 @@ class _BaseGBDT(BaseEstimator):
         callbacks = list(self.callbacks or ())
         self._call(callbacks, "before_training")
         n_cols = max(1, int(self.colsample_bytree * n_features))
+        round_at_once = (self.tree_method == "hist" and compact is not None and K > 1
+                         and obj.refresh_leaf is None)
         for m in range(self.n_estimators):
             obj.gradients(y, raw, w, grad, hess)
             if self.subsample < 1.0:
@@ -355,35 +361,48 @@ class _BaseGBDT(BaseEstimator):
                 sampled, rest = np.arange(n, dtype=np.int32), None
             features = (np.arange(n_features, dtype=np.int64) if n_cols == n_features
                         else np.sort(rng.choice(n_features, n_cols, replace=False)))
-            for k in range(K):
-                rows = sampled.copy()
-                if self.tree_method == "hist":
-                    grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None, features,
-                                      mapper.n_edges_, mapper.edges_, missing_bin,
-                                      params, rng, categories=mapper.categories_,
-                                      compact=compact)
-                else:
-                    grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows, features,
-                                                   params, rng)
-                tree = grown.tree
-                if obj.refresh_leaf is not None:  # gbdt-a: absolute / quantile error
-                    self._refresh_leaves(tree, X, y, raw[k], w, sampled,
-                                         grown if rest is None else None, rows)
-                elif self.tree_method == "hist":
-                    grown.add_to_scores(raw[k], rows, Xb, missing_bin)
-                else:
-                    grown.add_to_scores(raw[k], rows, None, -1)
-                if rest is not None and len(rest) and obj.refresh_leaf is None:
-                    if self.tree_method == "hist" and not tree.categories:
+            if round_at_once:
+                # the round's K trees in one call, in parallel; each adds to raw[k] itself
+                round_rows = np.repeat(sampled[None, :], K, axis=0)
+                trees = grow_round_fused(compact, grad, hess, round_rows, features,
+                                         mapper.edges_, params, raw)
+                for k, tree in enumerate(trees):
+                    if rest is not None and len(rest):
                         predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
                                             tree.default_left, tree.left, tree.right, tree.value,
                                             missing_bin, raw[k])
+                    self._trees.append(tree)
+                    self._tree_class.append(k)
+            else:
+                for k in range(K):
+                    rows = sampled.copy()
+                    if self.tree_method == "hist":
+                        grown = grow_tree(Xb, Xb_rows, grad[k], hess[k], rows, rest is None,
+                                          features, mapper.n_edges_, mapper.edges_, missing_bin,
+                                          params, rng, categories=mapper.categories_,
+                                          compact=compact)
                     else:
-                        out = np.zeros((len(rest), 1))
-                        predict_raw(make_forest([tree], [0]), X[rest], out)
-                        raw[k, rest] += out[:, 0]
-                self._trees.append(tree)
-                self._tree_class.append(k)
+                        grown = _exact.grow_tree_exact(X, presorted, grad[k], hess[k], rows,
+                                                       features, params, rng)
+                    tree = grown.tree
+                    if obj.refresh_leaf is not None:  # gbdt-a: absolute / quantile error
+                        self._refresh_leaves(tree, X, y, raw[k], w, sampled,
+                                             grown if rest is None else None, rows)
+                    elif self.tree_method == "hist":
+                        grown.add_to_scores(raw[k], rows, Xb, missing_bin)
+                    else:
+                        grown.add_to_scores(raw[k], rows, None, -1)
+                    if rest is not None and len(rest) and obj.refresh_leaf is None:
+                        if self.tree_method == "hist" and not tree.categories:
+                            predict_binned_rows(Xb, rest, tree.feature, tree.bin_threshold,
+                                                tree.default_left, tree.left, tree.right,
+                                                tree.value, missing_bin, raw[k])
+                        else:
+                            out = np.zeros((len(rest), 1))
+                            predict_raw(make_forest([tree], [0]), X[rest], out)
+                            raw[k, rest] += out[:, 0]
+                    self._trees.append(tree)
+                    self._tree_class.append(k)
             if evals:
                 new = make_forest(self._trees[-K:], self._tree_class[-K:])
                 for e, (Xe, ye) in enumerate(evals):
