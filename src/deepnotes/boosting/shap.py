@@ -253,23 +253,23 @@ def _expected_values(roots, left, right, value, cover, out):  # pragma: no cover
         out[t] = total / cover[roots[t]]
 
 
+@njit(cache=True, nogil=True)
+def _shap_scratch(d):  # pragma: no cover - numba
+    # one thread's work arrays for _tree_shap on trees of depth <= d - 2: the path tables
+    # (feature, zero and one fractions, weights; d x d) and the explicit stack's columns (2d)
+    return (np.empty((d, d), np.int64), np.empty((d, d)), np.empty((d, d)), np.empty((d, d)),
+            np.empty(2 * d, np.int64), np.empty(2 * d, np.int64), np.empty(2 * d),
+            np.empty(2 * d), np.empty(2 * d, np.int64), np.empty(2 * d),
+            np.empty(2 * d, np.int64))
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _contribs_kernel(X, feature, threshold, default_left, cat, left, right, value, cover, roots,
                      tree_class, max_depth, out):  # pragma: no cover - numba
     n = X.shape[0]
     d = max_depth + 2
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        PF = np.empty((d, d), np.int64)
-        PZ = np.empty((d, d))
-        PO = np.empty((d, d))
-        PW = np.empty((d, d))
-        sn = np.empty(2 * d, np.int64)
-        su = np.empty(2 * d, np.int64)
-        sz = np.empty(2 * d)
-        so = np.empty(2 * d)
-        sf = np.empty(2 * d, np.int64)
-        sc = np.empty(2 * d)
-        sl = np.empty(2 * d, np.int64)
+        PF, PZ, PO, PW, sn, su, sz, so, sf, sc, sl = _shap_scratch(d)
         for r in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
             for t in range(roots.shape[0]):
                 _tree_shap(X[r], roots[t], feature, threshold, default_left, cat, left, right,
@@ -285,17 +285,7 @@ def _interactions_kernel(X, feature, threshold, default_left, cat, left, right, 
     M = X.shape[1]
     d = max_depth + 2
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        PF = np.empty((d, d), np.int64)
-        PZ = np.empty((d, d))
-        PO = np.empty((d, d))
-        PW = np.empty((d, d))
-        sn = np.empty(2 * d, np.int64)
-        su = np.empty(2 * d, np.int64)
-        sz = np.empty(2 * d)
-        so = np.empty(2 * d)
-        sf = np.empty(2 * d, np.int64)
-        sc = np.empty(2 * d)
-        sl = np.empty(2 * d, np.int64)
+        PF, PZ, PO, PW, sn, su, sz, so, sf, sc, sl = _shap_scratch(d)
         on = np.zeros(M + 1)
         off = np.zeros(M + 1)
         for r in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
