@@ -25,6 +25,9 @@ module grows the same tree inside one numba function, and stores histograms comp
   child's histogram is built from its rows and the larger one's is the parent's minus it
   (the subtraction trick, in place in the parent's buffer). Node ids are then renumbered
   breadth-first, left child before right, as ``grow_tree`` numbers them.
+- **A multiclass round at once.** Given a round's gradients its trees (one per class) are
+  independent: :func:`grow_round_fused` grows them in one call, each thread its share in its own
+  buffers, and each tree adds its leaf values to its class's scores.
 
 The trees are identical to ``grow_tree``'s, float for float: each node's rows are summed in the
 same (ascending) order, the split search keeps :func:`~deepnotes.boosting.splitting.
@@ -54,7 +57,8 @@ from deepnotes.boosting.splitting import (
 #: Inputs with more rows use ``grow_tree``'s level-parallel kernels. This bound also keeps every
 #: node within one histogram chunk (``histogram.CHUNK_ROWS``), so the sums' order is the same.
 FUSED_MAX_ROWS = CHUNK_ROWS
-#: Deeper limits use ``grow_tree`` (its node count is not bounded by ``2**(max_depth + 1)``).
+#: Deeper limits use ``grow_tree`` (the work arrays here are sized ``2**(max_depth + 1)`` nodes,
+#: up to twice the rows).
 FUSED_MAX_DEPTH = 24
 
 
