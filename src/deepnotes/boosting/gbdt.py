@@ -341,6 +341,7 @@ class _BaseGBDT(BaseEstimator):
                        else None)
         else:
             presorted = _exact.presort(X)
+            compact = None
         eval_raw = [np.repeat(self._base_score[None, :], len(Xe), axis=0) for Xe, _ in evals]
         self.evals_result_ = {f"validation_{k}": {name: [] for name, _, _ in metrics}
                               for k in range(len(evals))}
@@ -349,8 +350,8 @@ class _BaseGBDT(BaseEstimator):
         callbacks = list(self.callbacks or ())
         self._call(callbacks, "before_training")
         n_cols = max(1, int(self.colsample_bytree * n_features))
-        round_at_once = (self.tree_method == "hist" and compact is not None and K > 1
-                         and obj.refresh_leaf is None)
+        # the fused grower was set up with a worker per output only without adaptive leaves
+        round_at_once = compact is not None and K > 1 and obj.refresh_leaf is None
         for m in range(self.n_estimators):
             obj.gradients(y, raw, w, grad, hess)
             if self.subsample < 1.0:

@@ -87,8 +87,9 @@ def find_best_split(hist, features, n_edges, missing_bin, g_tot, h_tot,
     largest gain (first feature, then lowest bin, on ties); feature is -1 when none has
     ``gain > MIN_GAIN``.
 
-    Each feature is searched by :func:`scan_feature`, which the fused grower
-    (``fused_grower``) shares on its compact histograms.
+    Each feature is searched by :func:`scan_feature`. The fused grower (``fused_grower``)
+    searches its compact histograms with the same candidates, order and gain formula
+    (``candidate_gains``), gathered over features in blocks.
     """
     best_gain = MIN_GAIN
     best_f = -1
@@ -132,28 +133,20 @@ def scan_feature(hist_j, n_edge, gm, hm, g_tot, h_tot, parent, lam, alpha, gamma
     are those of one fused loop over every bin (the same sums, the same formula), so the chosen
     split is too.
     """
+    at = scratch[0]
+    gls = scratch[1]
+    hls = scratch[2]
+    gains = scratch[3]  # missing rows right
+    gains_ml = scratch[4]  # missing rows left
     # Relative test: a sibling's histogram is parent - child, so "no missing rows" can show up
     # as rounding residue rather than an exact zero.
     has_missing = hm > 1e-10 * h_tot
     # The last non-missing bin is a candidate only when it separates missing values.
     last = n_edge + 1 if has_missing else n_edge
-    m = compact_bins(hist_j, last, scratch)
-    return choose_compacted(m, has_missing, gm, hm, g_tot, h_tot, parent, lam, alpha, gamma,
-                            min_child_weight, best_gain, scratch)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def compact_bins(hist_j, last, scratch):  # pragma: no cover - numba
-    """The first pass of :func:`scan_feature` over bins ``0..last-1`` of ``hist_j``: the running
-    sums (G_L, H_L), kept (in ``scratch`` rows 0-2, with the bin) only at non-empty bins, by a
-    branch-free compaction. Returns how many were kept."""
-    at = scratch[0]
-    gls = scratch[1]
-    hls = scratch[2]
     gl = 0.0
     hl = 0.0
     m = 0
-    for b in range(last):  # slot m is kept only for a non-empty bin
+    for b in range(last):  # branch-free compaction: slot m is kept only for a non-empty bin
         gb = hist_j[b, 0]
         hb = hist_j[b, 1]
         gl += gb
@@ -162,20 +155,6 @@ def compact_bins(hist_j, last, scratch):  # pragma: no cover - numba
         gls[m] = gl
         hls[m] = hl
         m += (gb != 0.0) | (hb != 0.0)
-    return m
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def choose_compacted(m, has_missing, gm, hm, g_tot, h_tot, parent, lam, alpha, gamma,
-                     min_child_weight, best_gain, scratch):  # pragma: no cover - numba
-    """The last two passes of :func:`scan_feature`, on the ``m`` non-empty bins compacted into
-    ``scratch`` (rows 0-2: bin index, running G_L, running H_L): the gains, then the first
-    candidate above ``best_gain``. Returns ``(gain, bin, default_left)``, bin -1 if none."""
-    at = scratch[0]
-    gls = scratch[1]
-    hls = scratch[2]
-    gains = scratch[3]  # missing rows right
-    gains_ml = scratch[4]  # missing rows left
     candidate_gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
                     gains)
     if has_missing:
@@ -183,7 +162,7 @@ def choose_compacted(m, has_missing, gm, hm, g_tot, h_tot, parent, lam, alpha, g
             gls[i] += gm
             hls[i] += hm
         candidate_gains(gls, hls, m, g_tot, h_tot, parent, lam, alpha, gamma, min_child_weight,
-               gains_ml)
+                        gains_ml)
     best_b = -1
     best_dl = False
     for i in range(m):  # in this order: missing right, then missing left, bin by bin
